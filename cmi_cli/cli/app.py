@@ -1,0 +1,99 @@
+"""The root ``cmi`` application: global options, error handling, and command registration."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from cmi_cli import __version__
+from cmi_cli.cli import data, later, project, train
+from cmi_cli.console import err_console, is_verbose, setup_logging
+from cmi_cli.errors import CmiError
+
+
+class CmiGroup(TyperGroup):
+    """Root group that turns :class:`CmiError` into one line and an exit status.
+
+    Catching here (rather than in ``main``) means Typer's test runner sees the same
+    behaviour as the real executable.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        """Run the command, reporting user errors without a traceback unless verbose."""
+        try:
+            return super().invoke(ctx)
+        except CmiError as exc:
+            if is_verbose():
+                err_console().print_exception(show_locals=False)
+            err_console().print(
+                f"[bold red]error:[/bold red] {escape(exc.one_line())}", soft_wrap=True
+            )
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console().print("[bold red]interrupted[/bold red]")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            if is_verbose():
+                raise
+            err_console().print(
+                f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
+                "(rerun with --verbose for the traceback)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="cmi",
+    cls=CmiGroup,
+    help=(
+        "Food-photo segmentation from data to service: data (DVC) -> train (Hydra, Lightning, "
+        "W&B) -> sweep -> profile -> export -> quantize -> benchmark -> serve -> drift-check."
+    ),
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cmi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings, errors and results.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Food-photo segmentation from data to service, from one command line."""
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+app.add_typer(data.app, name="data", rich_help_panel="Data")
+project.register(app)
+train.register(app)
+later.register(app)

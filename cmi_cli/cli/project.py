@@ -1,0 +1,98 @@
+"""``cmi init``, ``cmi quickstart`` and ``cmi info``: whole-project commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cmi_cli.console import info, is_quiet, out_console
+
+PANEL = "Project"
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder (created if missing).")] = Path(
+        "."
+    ),
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            help="DVC remote URL: a local folder (default: inside the project) or gs://bucket/path.",
+        ),
+    ] = None,
+    no_sample: Annotated[
+        bool, typer.Option("--no-sample", help="Do not generate the sample dataset.")
+    ] = False,
+    images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = 96,
+    size: Annotated[int, typer.Option("--size", help="Side of the sample photos.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+) -> None:
+    """Make a ready project: git + DVC repo, configs/, sample data tracked and pushed, dvc.yaml."""
+    from cmi_cli.project import init_project
+
+    result = init_project(
+        directory,
+        remote=remote,
+        with_sample=not no_sample,
+        sample_images=images,
+        sample_size=size,
+        seed=seed,
+        show_progress=not is_quiet(),
+    )
+    info(f"[green]initialised[/green] {result.root}")
+    if result.data_version:
+        info(f"  data      {result.data_root} (md5 {result.data_version})")
+    info(f"  remote    {result.remote_url}")
+    info("  next      cd into it and run 'cmi data validate' or 'cmi quickstart .'")
+
+
+def quickstart(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Project folder. Default: ./cmi-quickstart (reused when present)."),
+    ] = None,
+    images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = 96,
+    size: Annotated[int, typer.Option("--size", help="Side of the sample photos.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+) -> None:
+    """Run the whole pipeline on the embedded sample and print a summary."""
+    from cmi_cli.quickstart import render_quickstart, run_quickstart
+
+    result = run_quickstart(
+        directory or Path("cmi-quickstart"),
+        images=images,
+        size=size,
+        seed=seed,
+        show_progress=not is_quiet(),
+    )
+    render_quickstart(result, out_console())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def info_cmd(
+    path: Annotated[Path, typer.Argument(help="A dataset folder (later: checkpoint, ONNX file).")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Print what is known of a dataset or artifact: sizes, classes, versions, lineage."""
+    import json
+
+    from cmi_cli.info import describe, render_description
+
+    record = describe(path)
+    if json_out:
+        typer.echo(json.dumps(record, indent=2, default=str))
+    else:
+        render_description(record, out_console())
+
+
+def register(app: typer.Typer) -> None:
+    """Register the project commands on the root application."""
+    app.command("init", rich_help_panel=PANEL)(init)
+    app.command("quickstart", rich_help_panel=PANEL)(quickstart)
+    app.command("info", rich_help_panel=PANEL)(info_cmd)

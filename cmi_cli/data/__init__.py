@@ -1,0 +1,1 @@
+"""FoodSeg103 data: readers for both layouts, validation, statistics and training inputs."""

@@ -1,0 +1,189 @@
+"""The data part of a training config: where the dataset is and how batches are made.
+
+Kept free of torch and Lightning so the CLI can check a config before importing either.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from cmi_cli.errors import ConfigError
+
+
+def _reject_unknown(cls: type, mapping: Mapping[str, Any], prefix: str) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in mapping:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(
+                f"unknown data config key '{prefix}{key}'",
+                hint=f"{hint} Known keys: {', '.join(known)}".strip(),
+            )
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"data.{key} must be {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _none_or_positive(value: Any) -> bool:
+    return value is None or (_is_int(value) and value >= 1)
+
+
+def _triple(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 3 and all(_is_number(v) for v in value)
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes applied to training pairs (validation pairs are only resized).
+
+    Attributes:
+        hflip: Mirror half of the pairs left to right.
+        scale: Range of the random zoom before cropping or padding to ``image_size``.
+        color_jitter: Strength of random brightness, contrast and saturation changes
+            (0 turns them off; 0.2 means factors in [0.8, 1.2]).
+    """
+
+    hflip: bool = True
+    scale: tuple[float, float] = (0.75, 1.25)
+    color_jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, list):
+            self.scale = tuple(self.scale)
+        _check(isinstance(self.hflip, bool), "augment.hflip", self.hflip, "true or false")
+        _check(
+            isinstance(self.scale, tuple)
+            and len(self.scale) == 2
+            and all(_is_number(v) for v in self.scale)
+            and 0 < self.scale[0] <= self.scale[1] <= 4,
+            "augment.scale",
+            self.scale,
+            "[low, high] with 0 < low <= high <= 4",
+        )
+        _check(
+            _is_number(self.color_jitter) and 0 <= self.color_jitter < 1,
+            "augment.color_jitter",
+            self.color_jitter,
+            "a number in [0, 1)",
+        )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> AugmentConfig:
+        """Build from a plain mapping, rejecting unknown keys with a suggestion."""
+        _reject_unknown(cls, mapping, "augment.")
+        return cls(**dict(mapping))
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset is and how training and validation batches are made.
+
+    Attributes:
+        root: Dataset folder, relative to the project root unless absolute.
+        image_size: Side of the square inputs; training crops/pads to it, validation resizes.
+        num_classes: Class count the model predicts; must match the dataset's class list.
+        batch_size: Pairs per batch (per device).
+        num_workers: DataLoader worker processes (0 reads in the main process).
+        pin_memory: Pin host memory for faster copies to a GPU.
+        persistent_workers: Keep workers alive between epochs (only used with workers).
+        prefetch_factor: Batches each worker loads ahead (only used with workers).
+        mean: Per-channel RGB mean used to normalise inputs (0..1 scale).
+        std: Per-channel RGB standard deviation used to normalise inputs.
+        augment: Training augmentation.
+        train_split: Split to train on.
+        val_split: Split to validate on; ``None`` picks ``test`` (folder) or ``validation``.
+        limit: Use only the first N pairs of each split (quick runs and tests).
+    """
+
+    root: str = "data/foodseg103"
+    image_size: int = 256
+    num_classes: int = 104
+    batch_size: int = 8
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train_split: str = "train"
+    val_split: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, Mapping):
+            self.augment = AugmentConfig.from_mapping(self.augment)
+        if isinstance(self.mean, list):
+            self.mean = tuple(self.mean)
+        if isinstance(self.std, list):
+            self.std = tuple(self.std)
+        checks = [
+            ("root", isinstance(self.root, str) and bool(self.root), "a path"),
+            ("image_size", _is_int(self.image_size) and self.image_size >= 16, "an integer >= 16"),
+            (
+                "num_classes",
+                _is_int(self.num_classes) and 1 <= self.num_classes <= 255,
+                "an integer in 1..255 (255 marks ignored pixels)",
+            ),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
+            ("num_workers", _is_int(self.num_workers) and self.num_workers >= 0, "an integer >= 0"),
+            ("pin_memory", isinstance(self.pin_memory, bool), "true or false"),
+            ("persistent_workers", isinstance(self.persistent_workers, bool), "true or false"),
+            ("prefetch_factor", _none_or_positive(self.prefetch_factor), "null or an integer >= 1"),
+            ("mean", _triple(self.mean), "three numbers (R, G, B)"),
+            ("std", _triple(self.std) and min(self.std) > 0, "three positive numbers (R, G, B)"),
+            ("augment", isinstance(self.augment, AugmentConfig), "a mapping"),
+            ("train_split", isinstance(self.train_split, str) and bool(self.train_split), "a name"),
+            (
+                "val_split",
+                self.val_split is None
+                or (isinstance(self.val_split, str) and bool(self.val_split)),
+                "null or a split name",
+            ),
+            ("limit", _none_or_positive(self.limit), "null or an integer >= 1"),
+        ]
+        for key, ok, expected in checks:
+            _check(ok, key, getattr(self, key), expected)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> DataConfig:
+        """Build from a plain mapping (e.g. ``OmegaConf.to_container(cfg.data)``).
+
+        Raises:
+            ConfigError: On an unknown key (with a did-you-mean suggestion) or a bad value.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"the data config must be a mapping, got {type(mapping).__name__}")
+        _reject_unknown(cls, mapping, "")
+        values = dict(mapping)
+        if "augment" in values:
+            augment = values["augment"]
+            if not isinstance(augment, Mapping):
+                raise ConfigError(f"data.augment must be a mapping, got {augment!r}")
+            values["augment"] = AugmentConfig.from_mapping(augment)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain YAML/JSON-ready data (tuples become lists)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return list(value) if isinstance(value, tuple) else value
+
+        result: dict[str, Any] = plain(asdict(self))
+        return result

@@ -1,0 +1,172 @@
+"""Architectures selected by name, built from keyword hyper-parameters and a class count.
+
+A model built here remembers its name and full hyper-parameters (``cmi_name``, ``cmi_params``,
+``cmi_num_classes``) so that a checkpoint can record them and rebuild the same architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from torch import nn
+
+from cmi_cli.errors import ArtifactError, ConfigError
+
+ModelT = TypeVar("ModelT", bound=type[nn.Module])
+
+_REGISTRY: dict[str, type[nn.Module]] = {}
+# Modules whose import registers the packaged architectures.
+_BUILTIN_MODULES = ("cmi_cli.models.mini_unet", "cmi_cli.models.fast_unet")
+
+
+def register_model(name: str) -> Callable[[ModelT], ModelT]:
+    """Register an ``nn.Module`` class under ``name``.
+
+    The class must accept ``num_classes`` plus keyword-only hyper-parameters with defaults.
+
+    Args:
+        name: The name configs and checkpoints use for the architecture.
+
+    Returns:
+        A class decorator that registers and returns the class unchanged.
+    """
+
+    def decorator(cls: ModelT) -> ModelT:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _load_builtin() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def available_models() -> list[str]:
+    """Return the registered architecture names, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _hyper_parameters(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
+    signature = inspect.signature(cls.__init__)
+    return {
+        key: p
+        for key, p in signature.parameters.items()
+        if key not in ("self", "num_classes")
+        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def default_params(name: str) -> dict[str, Any]:
+    """Return the default hyper-parameters of the architecture ``name``.
+
+    Args:
+        name: A registered architecture name.
+
+    Returns:
+        A mapping of hyper-parameter name to default value.
+    """
+    cls = _lookup(name)
+    return {key: p.default for key, p in _hyper_parameters(cls).items()}
+
+
+def _lookup(name: str) -> type[nn.Module]:
+    known = available_models()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, known, n=1)
+    suggestion = f"Did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        f"Unknown model {name!r}",
+        hint=f"{suggestion}Known models: {', '.join(known)}.",
+    )
+
+
+def build_model(name: str, num_classes: int, **params: Any) -> nn.Module:
+    """Build the architecture ``name`` with ``num_classes`` output channels.
+
+    Args:
+        name: A registered architecture name (see :func:`available_models`).
+        num_classes: Number of output logit channels.
+        **params: Hyper-parameters of the architecture; missing ones take their defaults.
+
+    Returns:
+        The model, carrying ``cmi_name``, ``cmi_num_classes`` and the full ``cmi_params``.
+
+    Raises:
+        ConfigError: The name, a parameter name or a parameter value is not valid.
+    """
+    cls = _lookup(name)
+    accepted = _hyper_parameters(cls)
+    for key in params:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, list(accepted), n=1)
+            suggestion = f"Did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"Unknown parameter {key!r} for model {name!r}",
+                hint=f"{suggestion}Accepted: {', '.join(accepted) or 'none'}.",
+            )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(
+            f"num_classes must be a positive integer, got {num_classes!r}",
+            hint="Set data.num_classes in the data config.",
+        )
+    full = {key: params.get(key, p.default) for key, p in accepted.items()}
+    try:
+        model = cls(num_classes=num_classes, **full)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"Invalid parameters for model {name!r}: {exc}",
+            hint=f"Check model.params; defaults are {default_params(name)}.",
+        ) from exc
+    # Plain instance attributes (not buffers): they travel with the object, not the state_dict.
+    vars(model).update(cmi_name=name, cmi_num_classes=num_classes, cmi_params=full)
+    return model
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """Return what rebuilds ``model``: ``{"name", "num_classes", "params"}``.
+
+    Args:
+        model: A model made by :func:`build_model`.
+
+    Returns:
+        A JSON-safe mapping for checkpoints and ONNX metadata.
+    """
+    record = vars(model)
+    if "cmi_name" not in record:
+        raise ValueError("model was not built by cmi_cli.models.build_model")
+    return {
+        "name": record["cmi_name"],
+        "num_classes": record["cmi_num_classes"],
+        "params": dict(record["cmi_params"]),
+    }
+
+
+def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a model from a mapping returned by :func:`model_spec`.
+
+    Args:
+        spec: Mapping with ``name``, ``num_classes`` and ``params``.
+
+    Returns:
+        A freshly initialised model of the recorded architecture.
+
+    Raises:
+        ArtifactError: The mapping lacks a key.
+    """
+    missing = [key for key in ("name", "num_classes", "params") if key not in spec]
+    if missing:
+        raise ArtifactError(
+            f"Model record lacks {', '.join(missing)}",
+            hint="The artifact was not written by cmi; retrain or re-export it.",
+        )
+    return build_model(str(spec["name"]), int(spec["num_classes"]), **dict(spec["params"]))

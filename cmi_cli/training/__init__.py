@@ -1,0 +1,1 @@
+"""Training, evaluation and segmentation metrics (imported only by commands that train)."""

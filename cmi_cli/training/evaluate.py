@@ -1,0 +1,143 @@
+"""``cmi evaluate``: metrics of a trained model on a dataset split.
+
+The loop takes a ``predict`` function (batch of normalised images -> logits as numpy), so the
+same code scores a checkpoint and, later, an ONNX model: same data, same metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmi_cli.console import is_quiet
+from cmi_cli.errors import DataError
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class EvalResult:
+    """Scores of a model on one split, with what was evaluated."""
+
+    model_path: Path
+    data_root: Path
+    split: str
+    num_images: int
+    scores: Any  # cmi_cli.training.metrics.SegmentationScores
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe record."""
+        best, worst = self.scores.best_and_worst(5)
+        return {
+            "model": str(self.model_path),
+            "data": str(self.data_root),
+            "split": self.split,
+            "num_images": self.num_images,
+            **self.scores.to_dict(),
+            "best_classes": [{"name": n, "iou": v} for n, v in best],
+            "worst_classes": [{"name": n, "iou": v} for n, v in worst],
+        }
+
+
+def resolve_eval_data(lineage: dict[str, Any], data_root: Path | None) -> Path:
+    """Return the dataset to evaluate on: the one given, else the one the model was trained on."""
+    if data_root is not None:
+        return Path(data_root)
+    recorded = Path(str(lineage.get("data", {}).get("root", "data/foodseg103")))
+    if not recorded.exists():
+        raise DataError(
+            f"the model's training data {recorded} is not here",
+            hint="Pass --data ROOT (run from the project folder, or 'cmi data pull' first)",
+        )
+    return recorded
+
+
+def evaluate_predictor(
+    predict: Predict,
+    data_root: Path,
+    split: str | None,
+    lineage: dict[str, Any],
+    batch_size: int = 8,
+) -> tuple[str, int, Any]:
+    """Score ``predict`` on a split with the preprocessing the model was trained with.
+
+    Returns:
+        ``(split, number of images, SegmentationScores)``.
+    """
+    import torch
+
+    from cmi_cli.data.dataset import SegmentationDataset
+    from cmi_cli.data.layout import default_val_split, open_dataset
+    from cmi_cli.data.transforms import EvalTransform
+    from cmi_cli.training.metrics import compute_metrics, update_confusion
+
+    source = open_dataset(Path(data_root))
+    split = split or default_val_split(source)
+    if split not in source.splits():
+        raise DataError(
+            f"dataset {data_root} has no {split!r} split (it has: {', '.join(source.splits())})",
+            hint="Pass --split with one of those",
+        )
+    class_names = list(lineage["class_names"])
+    if len(source.class_names) != len(class_names):
+        raise DataError(
+            f"dataset {data_root} has {len(source.class_names)} classes, the model "
+            f"{len(class_names)}",
+            hint="Evaluate on data with the model's class list",
+        )
+    pre = lineage["preprocessing"]
+    transform = EvalTransform(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"]))
+    dataset = SegmentationDataset(source, split, transform)
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of {data_root} is empty", hint="Check the dataset")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    conf = torch.zeros(len(class_names), len(class_names), dtype=torch.int64)
+    from rich.progress import Progress
+
+    from cmi_cli.console import err_console
+
+    with Progress(console=err_console(), transient=True, disable=is_quiet()) as progress:
+        task = progress.add_task(f"evaluating on {split}", total=len(dataset))
+        for images, masks in loader:
+            logits = predict(images.numpy())
+            pred = torch.from_numpy(np.asarray(logits).argmax(axis=1))
+            update_confusion(conf, pred, masks, len(class_names), 255)
+            progress.advance(task, len(images))
+    return split, len(dataset), compute_metrics(conf, class_names)
+
+
+def evaluate_checkpoint(
+    path: Path, data_root: Path | None = None, split: str | None = None, batch_size: int = 8
+) -> EvalResult:
+    """Evaluate a ``cmi train`` checkpoint on a split (default: the validation split).
+
+    Args:
+        path: The checkpoint.
+        data_root: Dataset to use; default: the one recorded in the checkpoint's lineage.
+        split: Split name; default: the layout's validation split.
+        batch_size: Images per forward pass.
+    """
+    import torch
+
+    from cmi_cli.training.checkpoint import load_model
+
+    model, lineage = load_model(path)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch)).numpy()
+
+    root = resolve_eval_data(lineage, data_root)
+    split, n, scores = evaluate_predictor(predict, root, split, lineage, batch_size)
+    return EvalResult(Path(path), root, split, n, scores)
+
+
+def default_eval_json(model_path: Path, split: str) -> Path:
+    """Where the JSON of an evaluation goes by default: the run folder, else beside the model."""
+    path = Path(model_path)
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return folder / f"eval-{path.stem}-{split}.json"

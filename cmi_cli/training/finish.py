@@ -1,0 +1,97 @@
+"""The end of a training run: metrics.json, predictions.png and the model card."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from cmi_cli.training.reports import plot_predictions, write_model_card
+from cmi_cli.utils.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def _callback(trainer: Any, cls_name: str) -> Any:
+    return next((c for c in trainer.callbacks if type(c).__name__ == cls_name), None)
+
+
+def predict_samples(
+    net: torch.nn.Module, dataset: Any, count: int, mean: list[float], std: list[float]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Return photos (uint8 RGB), ground truths and predictions of the first ``count`` items."""
+    images, targets, preds = [], [], []
+    m = np.array(mean, dtype=np.float32)[:, None, None]
+    s = np.array(std, dtype=np.float32)[:, None, None]
+    net.eval()
+    with torch.inference_mode():
+        for i in range(min(count, len(dataset))):
+            x, y = dataset[i]
+            logits = net(x.unsqueeze(0))
+            photo = ((x.numpy() * s + m).clip(0, 1) * 255).round().astype(np.uint8)
+            images.append(photo.transpose(1, 2, 0))
+            targets.append(y.numpy().astype(np.uint8))
+            preds.append(logits.argmax(1)[0].numpy().astype(np.uint8))
+    return images, targets, preds
+
+
+def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: Any) -> Any:
+    """Write the run's summary files from the best checkpoint and the history."""
+    from cmi_cli.training.checkpoint import load_checkpoint
+    from cmi_cli.training.train import TrainResult
+
+    history = list(_callback(trainer, "HistoryCallback").rows)
+    ckpt_cb = _callback(trainer, "ModelCheckpoint")
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    lineage = dict(module.lineage)
+    best_row: dict[str, Any] = {}
+    if best is not None and best.is_file():
+        ckpt = load_checkpoint(best)
+        lineage = ckpt["cmi_lineage"]
+        weights = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        module.net.load_state_dict(weights)
+        best_epoch = lineage.get("metrics", {}).get("epoch")
+        best_row = next((r for r in history if r["epoch"] == best_epoch), {})
+    metrics = {
+        "monitor": str(cfg.checkpoint.monitor),
+        "best_epoch": best_row.get("epoch"),
+        "epochs_run": len(history),
+        "best": best_row,
+        "final": history[-1] if history else {},
+    }
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    count = int(cfg.get("num_prediction_images", 4))
+    if count > 0 and dm.val_set is not None:
+        pre = dm.preprocessing
+        images, targets, preds = predict_samples(
+            module.net, dm.val_set, count, pre["mean"], pre["std"]
+        )
+        png = plot_predictions(images, targets, preds, dm.class_names, run_dir / "predictions.png")
+        _log_images_to_wandb(trainer, png)
+    write_model_card(lineage, metrics, run_dir / "model_card.md")
+    return TrainResult(
+        run_dir=run_dir,
+        best_ckpt=best if best is not None and best.is_file() else None,
+        last_ckpt=last if last.is_file() else None,
+        metrics=metrics,
+        history=history,
+    )
+
+
+def _log_images_to_wandb(trainer: Any, png: Path) -> None:
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.log_image(key="predictions", images=[str(png)])
+
+
+def close_loggers(trainer: Any) -> None:
+    """Finish W&B runs so their files are complete (and the next run in this process is new)."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish()

@@ -1,0 +1,47 @@
+"""Read the records an offline W&B run would upload (its ``run-*.wandb`` file).
+
+The file is W&B's 7-byte header followed by a LevelDB-style log of protobuf ``Record``s in
+32 KiB blocks; reading it shows exactly what ``wandb sync`` would send to the server.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+BLOCK = 32768
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def read_records(path: Path) -> list:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    records, pos, pending = [], HEADER, b""
+    while pos + HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        if kind == 0 and length == 0:
+            break
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind == FULL:
+            pending = chunk
+        elif kind == FIRST:
+            pending = chunk
+            continue
+        elif kind == MIDDLE:
+            pending += chunk
+            continue
+        elif kind == LAST:
+            pending += chunk
+        record = pb.Record()
+        record.ParseFromString(pending)
+        records.append(record)
+        pending = b""
+    return records
