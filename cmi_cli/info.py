@@ -48,19 +48,74 @@ def describe(path: Path) -> dict[str, Any]:
                 f"{path} is not a dataset folder cmi understands ({exc.message})",
                 hint="Pass a dataset root holding Images/ or parquet files",
             ) from None
+    if path.suffix == ".ckpt":
+        return describe_checkpoint(path)
     raise ArtifactError(
-        f"cmi info does not know this kind of file yet: {path.name}",
-        hint="This version describes dataset folders",
+        f"cmi info does not know this kind of file: {path.name}",
+        hint="Pass a dataset folder or a .ckpt checkpoint",
     )
 
 
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """Describe a checkpoint from its lineage: model, size and cost, data, code, metrics.
+
+    Args:
+        path: A ``.ckpt`` written by ``cmi train``.
+    """
+    from cmi_cli.models.complexity import describe_model
+    from cmi_cli.training.checkpoint import load_checkpoint
+
+    lineage = load_checkpoint(path)["cmi_lineage"]
+    model = lineage.get("model", {})
+    size = int(lineage.get("preprocessing", {}).get("image_size", 256))
+    cost = describe_model(
+        model["name"], int(model["num_classes"]), model.get("params"), (1, 3, size, size)
+    )
+    return {
+        "kind": "checkpoint",
+        "path": str(path),
+        "created_at": lineage.get("created_at"),
+        "model": {
+            "name": model["name"],
+            "params": model.get("params"),
+            "parameters": cost["num_parameters"],
+            f"gflops@{size}x{size}": round(cost["gflops"], 3),
+        },
+        "classes": {
+            "count": lineage.get("num_classes"),
+            "names": lineage.get("class_names"),
+        },
+        "preprocessing": lineage.get("preprocessing"),
+        "data": lineage.get("data"),
+        "code": lineage.get("code"),
+        "metrics": lineage.get("metrics"),
+        "config": lineage.get("config"),
+    }
+
+
+def _rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if key == "config":
+            rows.append((name, "(the composed training config: see --json)"))
+        elif key == "names" and isinstance(value, list):
+            shown = ", ".join(value[:6]) + (
+                f", ... ({len(value)} in all)" if len(value) > 6 else ""
+            )
+            rows.append((name, shown))
+        elif isinstance(value, dict) and value:
+            rows.extend(_rows(value, f"{name}."))
+        else:
+            rows.append((name, "n/a" if value is None else str(value)))
+    return rows
+
+
 def render_description(record: dict[str, Any], console: Console) -> None:
-    """Print a record from :func:`describe` as a two-column table."""
+    """Print a record from :func:`describe` as a two-column table (nested keys dotted)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in record.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items())
-        table.add_row(key, str(value))
+    for key, value in _rows(record):
+        table.add_row(key, value)
     console.print(table)

@@ -35,7 +35,11 @@ LOCAL_REMOTE_DIR = ".dvc-storage"
 FALLBACK_GIT_IDENTITY = {"user.name": "cmi", "user.email": "cmi@localhost"}
 COMMIT_MESSAGE = "Initialise cmi project (cmi init)"
 # Resource file -> path in the project; ignore files are merged into any existing ones.
-_TEMPLATES = {"dvc.yaml": "dvc.yaml", "configs/README.md": "configs/README.md"}
+_TEMPLATES = {
+    "dvc.yaml": "dvc.yaml",
+    "params.yaml": "params.yaml",
+    "configs/README.md": "configs/README.md",
+}
 _IGNORE_FILES = {"gitignore": ".gitignore", "dvcignore": ".dvcignore"}
 
 

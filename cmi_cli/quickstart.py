@@ -6,6 +6,7 @@ integration test of the pipeline. Later stages (train, export, serve, ...) appen
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class QuickstartResult:
 
     root: Path
     steps: list[StepResult] = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -58,8 +61,9 @@ def run_quickstart(
     size: int = 256,
     seed: int = 0,
     show_progress: bool = True,
+    overrides: list[str] | None = None,
 ) -> QuickstartResult:
-    """Run init, data pull, validate and stats on the sample in ``directory``.
+    """Run init, data pull, validate, stats, train and evaluate on the sample in ``directory``.
 
     An existing cmi project in ``directory`` is reused rather than re-initialised, so the
     quickstart can be run again after a change.
@@ -70,6 +74,7 @@ def run_quickstart(
         size: Side of the sample photos.
         seed: Seed of the sample.
         show_progress: Show progress bars.
+        overrides: Training overrides on top of the project's ``params.yaml``.
 
     Returns:
         The steps with their timings; stops at the first failing step.
@@ -107,19 +112,66 @@ def run_quickstart(
         return f"{checked} pairs, no problems"
 
     def stats() -> str:
-        import json
-
-        out = directory / "reports" / "data"
+        # Not reports/data: that is the pipeline's stats output, which DVC owns.
+        out = directory / "reports" / "quickstart"
         st = compute_stats(data_root, show_progress=show_progress)
         atomic_write_text(out / "stats.json", json.dumps(st.to_dict(), indent=2))
         png = write_class_share_plot(st, out / "class_shares.png")
         present = sum(1 for share in st.shares().values() if share > 0)
         return f"{present} classes present; chart {png.relative_to(directory)}"
 
-    for name, fn in (("init", init), ("data pull", pull), ("validate", validate), ("stats", stats)):
+    def train() -> str:
+        from cmi_cli.config import compose_train_config
+        from cmi_cli.training.train import train as train_model
+
+        cfg = compose_train_config(
+            list(overrides or []), config_file=directory / "params.yaml", project_root=directory
+        )
+        run = train_model(cfg, project_root=directory, show_progress=show_progress)
+        if run.best_ckpt is None:
+            raise CmiError("training wrote no checkpoint")
+        result.artifacts["run"] = run.run_dir
+        result.artifacts["checkpoint"] = run.best_ckpt
+        best = run.metrics.get("best", {})
+        return (
+            f"{run.metrics.get('epochs_run')} epochs, best val mIoU "
+            f"{_fmt(best.get('val/miou'))} (epoch {run.metrics.get('best_epoch')}), "
+            f"{run.run_dir.relative_to(directory)}"
+        )
+
+    def evaluate() -> str:
+        from cmi_cli.training.evaluate import default_eval_json, evaluate_checkpoint
+
+        ckpt = result.artifacts["checkpoint"]
+        ev = evaluate_checkpoint(ckpt, data_root=data_root, split="test")
+        out = default_eval_json(ckpt, ev.split)
+        atomic_write_text(out, json.dumps(ev.to_dict(), indent=2))
+        result.metrics.update(
+            miou=ev.scores.miou,
+            pixel_accuracy=ev.scores.pixel_accuracy,
+            mean_class_accuracy=ev.scores.mean_class_accuracy,
+        )
+        return (
+            f"test mIoU {_fmt(ev.scores.miou)}, pixel accuracy "
+            f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} images"
+        )
+
+    steps = (
+        ("init", init),
+        ("data pull", pull),
+        ("validate", validate),
+        ("stats", stats),
+        ("train", train),
+        ("evaluate", evaluate),
+    )
+    for name, fn in steps:
         if not _run_step(result, name, fn):
             break
     return result
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def render_quickstart(result: QuickstartResult, console: Console) -> None:
@@ -133,3 +185,6 @@ def render_quickstart(result: QuickstartResult, console: Console) -> None:
         status = "[green]ok[/green]" if step.ok else "[red]failed[/red]"
         table.add_row(step.name, status, f"{step.seconds:.1f}s", step.detail)
     console.print(table)
+    if "checkpoint" in result.artifacts:
+        console.print(f"checkpoint: {result.artifacts['checkpoint']}")
+        console.print(f"inspect it: cmi info {result.artifacts['checkpoint']}")

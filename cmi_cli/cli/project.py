@@ -57,6 +57,14 @@ def quickstart(
     images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = 96,
     size: Annotated[int, typer.Option("--size", help="Side of the sample photos.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override",
+            "-o",
+            help="Training override over params.yaml, e.g. -o trainer.max_epochs=5 (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline on the embedded sample and print a summary."""
     from cmi_cli.quickstart import render_quickstart, run_quickstart
@@ -67,6 +75,7 @@ def quickstart(
         size=size,
         seed=seed,
         show_progress=not is_quiet(),
+        overrides=list(override or []),
     )
     render_quickstart(result, out_console())
     if not result.ok:

@@ -52,6 +52,15 @@ def _latest_run(runs_dir: Path) -> str | None:
     return candidates[-1].parents[1].name if candidates else None
 
 
+def _fresh_name(runs_dir: Path) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name, n = stamp, 1
+    while (runs_dir / name).exists():
+        n += 1
+        name = f"{stamp}-{n}"
+    return name
+
+
 def prepare_run(cfg: DictConfig, project_root: Path, resume: bool) -> RunPlan:
     """Choose the run's name and folder and the checkpoint to resume from.
 
@@ -60,7 +69,10 @@ def prepare_run(cfg: DictConfig, project_root: Path, resume: bool) -> RunPlan:
     """
     runs_dir = project_root / str(cfg.run.dir)
     want_last = resume or cfg.get("ckpt_path") == "last"
-    name = cfg.run.name or os.environ.get(RUN_NAME_ENV)
+    # Only a DDP child (LOCAL_RANK set by the launcher) takes the name its parent chose; a
+    # second run in the same process (sweeps, quickstart) must get a name of its own.
+    inherited = os.environ.get(RUN_NAME_ENV) if os.environ.get("LOCAL_RANK") else None
+    name = cfg.run.name or inherited
     if not name and want_last:
         name = _latest_run(runs_dir)
         if name is None:
@@ -69,7 +81,7 @@ def prepare_run(cfg: DictConfig, project_root: Path, resume: bool) -> RunPlan:
                 hint="Start a run first, or name it with run.name=NAME",
             )
     if not name:
-        name = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = _fresh_name(runs_dir)
     os.environ[RUN_NAME_ENV] = str(name)
     run_dir = runs_dir / str(name)
     ckpt: Path | None = None
