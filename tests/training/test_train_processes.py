@@ -32,8 +32,8 @@ def history_epochs(run_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_without_gap(tiny_project: Path) -> None:
-    epochs = 25
-    args = [*TINY, "data.image_size=64", "data.batch_size=2", f"trainer.max_epochs={epochs}"]
+    epochs = 12
+    args = [*TINY, "data.image_size=48", "data.batch_size=2", f"trainer.max_epochs={epochs}"]
     run_dir = tiny_project / "runs" / "killed"
     proc = subprocess.Popen(
         cmi("train", *args, "run.name=killed"),
