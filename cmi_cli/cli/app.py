@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Annotated, Any
 
 import typer
@@ -9,7 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from cmi_cli import __version__
-from cmi_cli.cli import data, later, project, train
+from cmi_cli.cli import data, later
 from cmi_cli.console import err_console, is_verbose, setup_logging
 from cmi_cli.errors import CmiError
 
@@ -93,7 +95,29 @@ def root(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-app.add_typer(data.app, name="data", rich_help_panel="Data")
-project.register(app)
-train.register(app)
-later.register(app)
+# Each module registers its commands with ``register(app)``; a planned command that no module
+# provides yet is registered by ``later`` as "not available yet".
+COMMAND_MODULES = (
+    "project",
+    "train",
+    "sweep",
+    "profile",
+    "export",
+    "quantize",
+    "prune",
+    "benchmark",
+    "serve",
+    "monitor",
+)
+
+
+def _register_commands(root: typer.Typer) -> None:
+    root.add_typer(data.app, name="data", rich_help_panel="Data")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"cmi_cli.cli.{name}") is not None:
+            importlib.import_module(f"cmi_cli.cli.{name}").register(root)
+    done = {c.name for c in root.registered_commands} | {g.name for g in root.registered_groups}
+    later.register(root, skip=frozenset(n for n in done if n))
+
+
+_register_commands(app)
