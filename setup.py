@@ -10,7 +10,7 @@ setup(
     packages=[*find_packages(include=["cmi_cli", "cmi_cli.*"]), "cmi_cli.configs"],
     package_dir={"cmi_cli.configs": "configs"},
     package_data={
-        "cmi_cli": ["py.typed", "resources/*", "resources/**/*"],
+        "cmi_cli": ["py.typed", "resources/*", "resources/**/*", "serving/static/*"],
         "cmi_cli.configs": ["*.yaml", "**/*.yaml"],
     },
 )

@@ -176,6 +176,7 @@ def overhead(cfg: Any, project: Path, rounds: int, epochs: int) -> dict[str, Any
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
     data_cfg = DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
     dm = SegmentationDataModule(data_cfg, project_root=project)
     dm.setup("fit")
@@ -209,6 +210,8 @@ def main() -> None:
     overrides = list(args.set)
     if args.epochs is not None:
         overrides.append(f"trainer.max_epochs={args.epochs}")
+        if args.epochs < 2:  # the default warm-up epoch needs a later one
+            overrides.append("optim.warmup_epochs=0")
     tmp = None
     if args.out is None:
         tmp = tempfile.TemporaryDirectory(prefix="cmi-train-bench-")

@@ -127,9 +127,11 @@ def check_train_values(values: Mapping[str, Any]) -> None:
         if value is not _ABSENT and not check(value):
             raise ConfigError(f"config key '{key}' must be {expected}, got {value!r}")
     warmup, epochs = _lookup(values, "optim.warmup_epochs"), _lookup(values, "trainer.max_epochs")
-    if _is_int(warmup) and _is_int(epochs) and warmup >= epochs:
+    # A warm-up as long as the run is clamped (the last epoch always trains at full rate), so
+    # shortening a run with trainer.max_epochs alone keeps working; a longer one is a mistake.
+    if _is_int(warmup) and _is_int(epochs) and warmup > epochs:
         raise ConfigError(
-            f"optim.warmup_epochs ({warmup}) must be below trainer.max_epochs ({epochs})"
+            f"optim.warmup_epochs ({warmup}) must not exceed trainer.max_epochs ({epochs})"
         )
     weights, classes = _lookup(values, "loss.class_weights"), _lookup(values, "data.num_classes")
     if isinstance(weights, list) and _is_int(classes) and len(weights) != classes:

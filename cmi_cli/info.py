@@ -50,9 +50,11 @@ def describe(path: Path) -> dict[str, Any]:
             ) from None
     if path.suffix == ".ckpt":
         return describe_checkpoint(path)
+    if path.suffix == ".onnx":
+        return describe_onnx(path)
     raise ArtifactError(
         f"cmi info does not know this kind of file: {path.name}",
-        hint="Pass a dataset folder or a .ckpt checkpoint",
+        hint="Pass a dataset folder, a .ckpt checkpoint or a .onnx model",
     )
 
 
@@ -62,16 +64,18 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     Args:
         path: A ``.ckpt`` written by ``cmi train``.
     """
-    from cmi_cli.models.complexity import describe_model
-    from cmi_cli.training.checkpoint import load_checkpoint
+    from cmi_cli.models.complexity import count_flops, count_parameters
+    from cmi_cli.training.checkpoint import load_model
 
-    lineage = load_checkpoint(path)["cmi_lineage"]
+    # The network as loaded (a pruned one has fewer channels than its params describe).
+    net, lineage = load_model(path)
     model = lineage.get("model", {})
     size = int(lineage.get("preprocessing", {}).get("image_size", 256))
-    cost = describe_model(
-        model["name"], int(model["num_classes"]), model.get("params"), (1, 3, size, size)
-    )
-    return {
+    cost = {
+        "num_parameters": count_parameters(net),
+        "gflops": count_flops(net, (1, 3, size, size)) / 1e9,
+    }
+    record: dict[str, Any] = {
         "kind": "checkpoint",
         "path": str(path),
         "created_at": lineage.get("created_at"),
@@ -91,6 +95,83 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "metrics": lineage.get("metrics"),
         "config": lineage.get("config"),
     }
+    if "prune" in lineage:
+        record["prune"] = lineage["prune"]
+    if "parent" in lineage:
+        record["parent"] = lineage["parent"]
+    return record
+
+
+def describe_onnx(path: Path) -> dict[str, Any]:
+    """Describe an ONNX model from its lineage metadata and graph (imports no torch).
+
+    Args:
+        path: A ``.onnx`` written by ``cmi export onnx`` (or derived from one).
+    """
+    from cmi_cli.export.ort_predict import OnnxPredictor
+
+    predictor = OnnxPredictor(path, graph_optimization_level="disable")
+    lineage = predictor.lineage
+    model = lineage.get("model", {})
+    session = predictor.session
+    return {
+        "kind": lineage.get("kind", "onnx"),
+        "path": str(path),
+        "file_size": _human_size(Path(path).stat().st_size),
+        "created_at": lineage.get("created_at"),
+        "model": {
+            "name": model.get("name"),
+            "params": model.get("params"),
+            "parameters": model.get("parameters"),
+        },
+        "graph": {
+            "inputs": ", ".join(f"{i.name} {i.type} {i.shape}" for i in session.get_inputs()),
+            "outputs": ", ".join(f"{o.name} {o.type} {o.shape}" for o in session.get_outputs()),
+            "producer": session.get_modelmeta().producer_name,
+        },
+        "classes": {
+            "count": lineage.get("num_classes"),
+            "names": lineage.get("class_names"),
+        },
+        "preprocessing": lineage.get("preprocessing"),
+        "data": lineage.get("data"),
+        "code": lineage.get("code"),
+        "metrics": lineage.get("metrics"),
+        "parent": {k: v for k, v in lineage.get("parent", {}).items() if k != "code"},
+        "export": _export_summary(lineage.get("export", {})),
+        "config": lineage.get("config"),
+    }
+
+
+def _export_summary(export: dict[str, Any]) -> dict[str, Any]:
+    axes = export.get("dynamic_axes")
+    summary = {
+        "exporter": export.get("exporter"),
+        "opset": export.get("opset"),
+        "torch": export.get("torch"),
+        "dynamic_axes": ", ".join(axes.get("image", {}).values()) if axes else "none (static)",
+    }
+    validation = export.get("validation")
+    if validation:
+        checks = validation.get("checks", {})
+        passed = sum(status == "pass" for status in checks.values())
+        summary["validation"] = {
+            "checks_passed": f"{passed} of {len(checks)}",
+            "inputs": validation.get("inputs"),
+            "max_abs_diff": validation.get("max_abs_diff"),
+            "argmax_agreement": validation.get("argmax_agreement"),
+            "atol": validation.get("atol"),
+        }
+    return summary
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{size} B" if unit == "B" else f"{value:.2f} {unit} ({size} bytes)"
+        value /= 1000
+    return f"{value:.2f} GB ({size} bytes)"
 
 
 def _rows(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

@@ -9,6 +9,10 @@ from cmi_cli.errors import DataError
 DEFAULT_DATA_ROOT = Path("data") / "foodseg103"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_REPORTS_DIR = Path("reports")
+# The embedded sample's default size: enough photos for the default model to generalise
+# (192 train / 64 test) while `cmi quickstart` stays within minutes on a laptop CPU.
+SAMPLE_IMAGES = 256
+SAMPLE_SIZE = 256
 
 
 def resolve_data_root(root: Path | None = None) -> Path:

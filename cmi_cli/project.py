@@ -16,7 +16,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 from cmi_cli.console import warn
 from cmi_cli.data.dvc_errors import GCP_EXTRA_HINT, local_path_of
 from cmi_cli.errors import CmiError, DvcError, UsageError
+from cmi_cli.paths import SAMPLE_IMAGES
+from cmi_cli.utils.files import atomic_write_text
 
 DATA_NAME = "foodseg103"
 REMOTE_NAME = "storage"
@@ -96,18 +97,6 @@ def _ensure_git_identity(root: Path) -> None:
             _git(root, "config", key, value)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _template(name: str) -> str:
     return resources.files("cmi_cli").joinpath(f"resources/project/{name}").read_text("utf-8")
 
@@ -115,13 +104,13 @@ def _template(name: str) -> str:
 def _merge_ignore(path: Path, template: str) -> None:
     """Append the template's patterns that ``path`` lacks, keeping what is already there."""
     if not path.exists():
-        _write_atomic(path, template)
+        atomic_write_text(path, template)
         return
     old = path.read_text("utf-8")
     have = {line.strip() for line in old.splitlines()}
     new = [line for line in template.splitlines() if line.strip() and line.strip() not in have]
     if any(not line.startswith("#") for line in new):
-        _write_atomic(
+        atomic_write_text(
             path, old + ("" if old.endswith("\n") or not old else "\n") + "\n".join(new) + "\n"
         )
 
@@ -217,7 +206,7 @@ def init_project(
     directory: Path,
     remote: str | None = None,
     with_sample: bool = True,
-    sample_images: int = 96,
+    sample_images: int = SAMPLE_IMAGES,
     sample_size: int = 256,
     seed: int = 0,
     show_progress: bool = True,
@@ -267,7 +256,10 @@ def init_project(
         for resource, target in _IGNORE_FILES.items():
             _merge_ignore(root / target, _template(resource))
         for resource, target in _TEMPLATES.items():
-            _write_atomic(root / target, _template(resource))
+            text = _template(resource)
+            if resource == "params.yaml":
+                text += pipeline_params_yaml()
+            atomic_write_text(root / target, text)
 
         undo.step = "configuring the DVC remote"
         if remote is None:
@@ -347,3 +339,33 @@ def _commit(root: Path) -> bool:
         warn(escape(f"{exc.message}; the project is ready but not committed: commit it yourself"))
         return False
     return True
+
+
+# The training knobs the pipeline's params.yaml exposes; their values come from the packaged
+# defaults at init time, so the file always starts equal to what `cmi train` would use.
+PIPELINE_PARAMS = (
+    "seed",
+    "trainer.max_epochs",
+    "optim.lr",
+    "loss.dice_weight",
+    "data.image_size",
+    "data.batch_size",
+)
+
+
+def pipeline_params_yaml() -> str:
+    """Return the body of ``params.yaml``: the model choice and the default training knobs."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from cmi_cli.config import compose_train_config
+
+    cfg = compose_train_config([], project_root=Path(__file__).parent)
+    params: dict[str, object] = {"model": str(cfg.model.name)}
+    for dotted in PIPELINE_PARAMS:
+        node: dict[str, object] = params
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[leaf] = OmegaConf.select(cfg, dotted)
+    return yaml.safe_dump(params, sort_keys=False)

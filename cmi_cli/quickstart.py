@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from cmi_cli.console import info
 from cmi_cli.errors import CmiError
+from cmi_cli.paths import SAMPLE_IMAGES
 
 
 @dataclass
@@ -35,7 +37,7 @@ class QuickstartResult:
 
     root: Path
     steps: list[StepResult] = field(default_factory=list)
-    artifacts: dict[str, Path] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
 
     @property
@@ -57,7 +59,7 @@ def _run_step(result: QuickstartResult, name: str, fn: Callable[[], str]) -> boo
 
 def run_quickstart(
     directory: Path,
-    images: int = 96,
+    images: int = SAMPLE_IMAGES,
     size: int = 256,
     seed: int = 0,
     show_progress: bool = True,
@@ -156,6 +158,59 @@ def run_quickstart(
             f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} images"
         )
 
+    def export() -> str:
+        from cmi_cli.export.onnx_export import export_onnx
+
+        exported = export_onnx(result.artifacts["checkpoint"], data_root=data_root)
+        result.artifacts["onnx"] = exported.path
+        return (
+            f"{exported.path.relative_to(directory)} ({exported.size_bytes / 1e6:.1f} MB), "
+            f"max |diff| vs PyTorch {exported.report.max_abs_diff:.1e}"
+        )
+
+    def quantize() -> str:
+        from cmi_cli.export.quantize import quantize_onnx
+
+        quant = quantize_onnx(result.artifacts["onnx"], calib_data=data_root, data_root=data_root)
+        result.artifacts["int8"] = quant.path
+        verdict = "kept" if quant.accepted else "REJECTED (mIoU drop over the limit)"
+        return (
+            f"{quant.path.relative_to(directory)}: {verdict}; mIoU {quant.fp32.miou:.3f} -> "
+            f"{quant.int8.miou:.3f}, {quant.fp32.size_mb / max(quant.int8.size_mb, 1e-9):.1f}x "
+            f"smaller, pixel agreement {quant.pixel_agreement:.3f}"
+        )
+
+    def drift() -> str:
+        from cmi_cli.monitoring.sources import drift_check
+
+        # The sample's test split against the trained model's reference: the same distribution,
+        # so a working monitor reports (almost) no drift here.
+        res, paths = drift_check(
+            result.artifacts["run"],
+            str(data_root),
+            split="test",
+            min_samples=min(10, _test_count(data_root)),
+            out_dir=directory / "reports" / "drift",
+        )
+        result.metrics["drift_share"] = res.share
+        report = paths["report.html"].relative_to(directory)
+        return (
+            f"{len(res.drifted_features)} of {len(res.features)} features drifted "
+            f"(share {res.share:.2f}); {report}"
+        )
+
+    def benchmark() -> str:
+        from cmi_cli.export.benchmark import BenchmarkSettings, benchmark_checkpoint
+
+        size = int(_preprocessing(result.artifacts["checkpoint"])["image_size"])
+        settings = BenchmarkSettings(
+            formats=("torch", "onnx", "onnx-int8"), batches=(1,), size=size, repeats=5
+        )
+        bench = benchmark_checkpoint(result.artifacts["checkpoint"], settings, data_root=data_root)
+        result.artifacts["benchmark"] = bench
+        fastest = min(bench.rows, key=lambda r: r.p50_ms if r.p50_ms is not None else 1e9)
+        return f"fastest: {fastest.format} ({fastest.p50_ms:.1f} ms/image at {size}px)"
+
     steps = (
         ("init", init),
         ("data pull", pull),
@@ -163,11 +218,27 @@ def run_quickstart(
         ("stats", stats),
         ("train", train),
         ("evaluate", evaluate),
+        ("export onnx", export),
+        ("quantize", quantize),
+        ("drift-check", drift),
+        ("benchmark", benchmark),
     )
     for name, fn in steps:
         if not _run_step(result, name, fn):
             break
     return result
+
+
+def _test_count(data_root: Path) -> int:
+    from cmi_cli.data.layout import open_dataset
+
+    return len(open_dataset(data_root).items("test"))
+
+
+def _preprocessing(checkpoint: Path) -> dict[str, Any]:
+    from cmi_cli.training.checkpoint import load_checkpoint
+
+    return dict(load_checkpoint(checkpoint)["cmi_lineage"]["preprocessing"])
 
 
 def _fmt(value: float | None) -> str:
@@ -185,6 +256,16 @@ def render_quickstart(result: QuickstartResult, console: Console) -> None:
         status = "[green]ok[/green]" if step.ok else "[red]failed[/red]"
         table.add_row(step.name, status, f"{step.seconds:.1f}s", step.detail)
     console.print(table)
+    if "benchmark" in result.artifacts:
+        from cmi_cli.export.bench_report import render_benchmark
+
+        render_benchmark(result.artifacts["benchmark"], console)
     if "checkpoint" in result.artifacts:
         console.print(f"checkpoint: {result.artifacts['checkpoint']}")
         console.print(f"inspect it: cmi info {result.artifacts['checkpoint']}")
+    if "onnx" in result.artifacts:
+        console.print(f"serve it:   cmi serve {result.artifacts['onnx']}")
+        console.print(
+            "then open http://127.0.0.1:8000/ or: curl -F file=@photo.jpg "
+            "http://127.0.0.1:8000/v1/segment"
+        )

@@ -78,7 +78,7 @@ def test_default_composition_has_groups_and_keys(project: Path) -> None:
     assert cfg.trainer.max_epochs == 30
     assert cfg.trainer.precision == "32-true"
     assert cfg.optim.name == "adamw"
-    assert cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.optim.lr == pytest.approx(4e-3)
     assert cfg.loss.ignore_index == 255
     assert cfg.early_stopping.monitor == "val/miou"
     assert cfg.run.dir == "runs"
@@ -267,7 +267,7 @@ def test_composing_twice_leaves_no_state(project: Path, tmp_path: Path) -> None:
     second = compose(project)
     assert not GlobalHydra.instance().is_initialized()
     assert (first.model.name, first.optim.lr) == ("mini_unet", pytest.approx(0.02))
-    assert (second.model.name, second.optim.lr) == ("fast_unet", pytest.approx(1e-3))
+    assert (second.model.name, second.optim.lr) == ("fast_unet", pytest.approx(4e-3))
 
 
 def test_failure_leaves_hydra_uninitialised(project: Path) -> None:

@@ -27,6 +27,11 @@ def test_dvc_repro_runs_every_stage(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     init_project(project, sample_images=12, sample_size=48, show_progress=False)
     (project / "params.yaml").write_text(TINY_PARAMS)
+    # The tiny sample's test split is smaller than the drift check's default minimum.
+    dvc_yaml = project / "dvc.yaml"
+    dvc_yaml.write_text(
+        dvc_yaml.read_text().replace("--fail-on-drift", "--fail-on-drift --min-samples 3")
+    )
     # The stages call `cmi`: the one installed beside this interpreter.
     env = {
         **os.environ,
@@ -48,7 +53,17 @@ def test_dvc_repro_runs_every_stage(tmp_path: Path) -> None:
     repro = dvc("repro")
     assert repro.returncode == 0, repro.stdout + repro.stderr
     lock = (project / "dvc.lock").read_text()
-    for stage in ("validate", "stats", "train", "evaluate"):
+    for stage in (
+        "validate",
+        "stats",
+        "prepare",
+        "train",
+        "evaluate",
+        "export",
+        "quantize",
+        "benchmark",
+        "drift",
+    ):
         assert f"  {stage}:" in lock
     metrics = json.loads(dvc("metrics", "show", "--json").stdout)
     data = metrics[""]["data"] if "" in metrics else next(iter(metrics.values()))["data"]

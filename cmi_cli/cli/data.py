@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cmi_cli.console import err_console, info, is_quiet, out_console
+from cmi_cli.paths import SAMPLE_IMAGES
 
 app = typer.Typer(
     help="Make, bring in, check, describe and version datasets (DVC).",
@@ -80,7 +81,9 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")] = Path(
         "data/foodseg103"
     ),
-    images: Annotated[int, typer.Option("--images", "-n", help="Number of photos.")] = 96,
+    images: Annotated[
+        int, typer.Option("--images", "-n", help="Number of photos.")
+    ] = SAMPLE_IMAGES,
     size: Annotated[int, typer.Option("--size", "-s", help="Side of each square photo.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
     num_classes: Annotated[
@@ -192,11 +195,50 @@ def stats(
 
 
 @app.command(rich_help_panel="Datasets")
-def prepare(ctx: typer.Context) -> None:
+def prepare(
+    root: RootArg = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            "-s",
+            min=16,
+            help="Side of the cached squares. Default: data.image_size of the train config.",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Where caches live. Default: ROOT/.cache.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even when an up-to-date cache exists.")
+    ] = False,
+) -> None:
     """Decode and resize a dataset once into a packed cache for fast loading.
 
-    [dim](not available yet)[/dim]
+    Training reads the cache instead of decoding photos when data.image_size equals --size
+    (and data.cache is auto). The cache is rebuilt when the data's DVC hash or the size changes.
     """
-    from cmi_cli.errors import NotAvailableError
+    from cmi_cli.data.cache import prepare_cache
+    from cmi_cli.paths import resolve_data_root
 
-    raise NotAvailableError("'cmi data prepare' is not available yet in this version")
+    data_root = resolve_data_root(root)
+    if size is None:
+        from cmi_cli.config import compose_train_config
+
+        size = int(compose_train_config([], project_root=Path.cwd()).data.image_size)
+    result = prepare_cache(
+        data_root, size, cache_dir=cache_dir, force=force, show_progress=not is_quiet()
+    )
+    cache = result.cache
+    splits = ", ".join(f"{k}: {v}" for k, v in cache.splits.items())
+    mb = cache.nbytes / 1e6
+    if result.built:
+        info(
+            f"[green]packed[/green] {sum(cache.splits.values())} pairs ({splits}) at "
+            f"{size}x{size} into {cache.path} ({mb:.1f} MB, {result.seconds:.1f} s)"
+        )
+        for path in result.removed:
+            info(f"removed the stale cache {path}")
+    else:
+        info(f"[green]up to date[/green]: {cache.path} ({splits}, {size}x{size}, {mb:.1f} MB)")
+    info(f"training with data.image_size={size} reads it (data.cache: auto)")

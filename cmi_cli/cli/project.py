@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cmi_cli.console import info, is_quiet, out_console
+from cmi_cli.paths import SAMPLE_IMAGES
 
 PANEL = "Project"
 
@@ -26,7 +27,7 @@ def init(
     no_sample: Annotated[
         bool, typer.Option("--no-sample", help="Do not generate the sample dataset.")
     ] = False,
-    images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = 96,
+    images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = SAMPLE_IMAGES,
     size: Annotated[int, typer.Option("--size", help="Side of the sample photos.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
 ) -> None:
@@ -54,7 +55,7 @@ def quickstart(
         Path | None,
         typer.Argument(help="Project folder. Default: ./cmi-quickstart (reused when present)."),
     ] = None,
-    images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = 96,
+    images: Annotated[int, typer.Option("--images", help="Photos in the sample.")] = SAMPLE_IMAGES,
     size: Annotated[int, typer.Option("--size", help="Side of the sample photos.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
     override: Annotated[

@@ -55,7 +55,13 @@ def train_cmd(
 
 
 def evaluate_cmd(
-    model: Annotated[Path, typer.Argument(help="A checkpoint (.ckpt) from 'cmi train'.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint (.ckpt) from 'cmi train' or an ONNX model (.onnx, run with "
+            "ONNX Runtime)."
+        ),
+    ],
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Dataset root. Default: the one the model was trained on."),
@@ -68,21 +74,84 @@ def evaluate_cmd(
         typer.Option("--json", help="Where to write the JSON. Default: the run folder."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    corruptions: Annotated[
+        str | None,
+        typer.Option(
+            "--corruptions",
+            help="Also measure robustness under these corruptions: a comma list of brightness, "
+            "contrast, blur, noise, jpeg (or all).",
+            rich_help_panel="Robustness",
+        ),
+    ] = None,
+    severities: Annotated[
+        str,
+        typer.Option(
+            "--severities",
+            help="Severities: a range or list in 1..5.",
+            rich_help_panel="Robustness",
+        ),
+    ] = "1-5",
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window", min=10, help="Photos per drift check.", rich_help_panel="Robustness"
+        ),
+    ] = 100,
 ) -> None:
-    """Compute mIoU, pixel accuracy and per-class IoU of a model on a split."""
+    """Compute mIoU, pixel accuracy and per-class IoU of a model on a split.
+
+    With --corruptions, measure mIoU under each corruption and severity and how often the
+    drift check flags it; write robustness.png, robustness.json and robustness_card.md to the
+    model's folder.
+    """
     import json
 
-    from cmi_cli.training.evaluate import default_eval_json, evaluate_checkpoint
+    if corruptions is not None:
+        _robustness(model, data, split, batch_size, corruptions, severities, window)
+        return
+
+    from cmi_cli.training.evaluate import default_eval_json, evaluate_model
     from cmi_cli.training.summary import render_eval_result
     from cmi_cli.utils.files import atomic_write_text
 
-    result = evaluate_checkpoint(model, data_root=data, split=split, batch_size=batch_size)
+    result = evaluate_model(model, data_root=data, split=split, batch_size=batch_size)
     render_eval_result(result, out_console())
     out = json_path or default_eval_json(model, result.split)
     atomic_write_text(out, json.dumps(result.to_dict(), indent=2))
     from cmi_cli.console import info
 
     info(f"wrote {out}")
+
+
+def _robustness(
+    model: Path,
+    data: Path | None,
+    split: str | None,
+    batch_size: int,
+    corruptions: str,
+    severities: str,
+    window: int,
+) -> None:
+    from cmi_cli.console import info
+    from cmi_cli.monitoring.corruptions import parse_corruptions, parse_severities
+    from cmi_cli.monitoring.robustness import (
+        evaluate_robustness,
+        render_robustness,
+        write_robustness,
+    )
+
+    result = evaluate_robustness(
+        model,
+        parse_corruptions(corruptions),
+        parse_severities(severities),
+        data_root=data,
+        split=split,
+        window=window,
+        batch_size=batch_size,
+    )
+    render_robustness(result, out_console())
+    paths = write_robustness(result)
+    info(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,9 +6,10 @@ Kept free of torch and Lightning so the CLI can check a config before importing 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from cmi_cli.errors import ConfigError
 
@@ -40,6 +41,10 @@ def _is_number(value: Any) -> bool:
 
 def _none_or_positive(value: Any) -> bool:
     return value is None or (_is_int(value) and value >= 1)
+
+
+def _auto_or(value: Any, ok: bool) -> bool:
+    return value == "auto" or ok
 
 
 def _triple(value: Any) -> bool:
@@ -97,25 +102,31 @@ class DataConfig:
         image_size: Side of the square inputs; training crops/pads to it, validation resizes.
         num_classes: Class count the model predicts; must match the dataset's class list.
         batch_size: Pairs per batch (per device).
-        num_workers: DataLoader worker processes (0 reads in the main process).
-        pin_memory: Pin host memory for faster copies to a GPU.
-        persistent_workers: Keep workers alive between epochs (only used with workers).
-        prefetch_factor: Batches each worker loads ahead (only used with workers).
+        num_workers: DataLoader worker processes (0 reads in the main process), or ``auto``
+            (see :func:`resolve_loader_settings`).
+        pin_memory: Pin host memory for faster copies to a GPU; ``auto``: only with CUDA.
+        persistent_workers: Keep workers alive between epochs (only used with workers);
+            ``auto``: whenever there are workers.
+        prefetch_factor: Batches each worker loads ahead (only used with workers; ``null``
+            keeps torch's default of 2).
         mean: Per-channel RGB mean used to normalise inputs (0..1 scale).
         std: Per-channel RGB standard deviation used to normalise inputs.
         augment: Training augmentation.
         train_split: Split to train on.
         val_split: Split to validate on; ``None`` picks ``test`` (folder) or ``validation``.
         limit: Use only the first N pairs of each split (quick runs and tests).
+        cache: ``auto`` reads the packed cache that ``cmi data prepare`` builds when one of
+            ``image_size`` matches the data; ``off`` always decodes the files.
+        cache_dir: Where packed caches live; ``null`` means ``ROOT/.cache``.
     """
 
     root: str = "data/foodseg103"
     image_size: int = 256
     num_classes: int = 104
     batch_size: int = 8
-    num_workers: int = 0
-    pin_memory: bool = False
-    persistent_workers: bool = False
+    num_workers: int | Literal["auto"] = "auto"
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool | Literal["auto"] = "auto"
     prefetch_factor: int | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -123,6 +134,8 @@ class DataConfig:
     train_split: str = "train"
     val_split: str | None = None
     limit: int | None = None
+    cache: Literal["auto", "off"] = "auto"
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, Mapping):
@@ -131,6 +144,9 @@ class DataConfig:
             self.mean = tuple(self.mean)
         if isinstance(self.std, list):
             self.std = tuple(self.std)
+        if isinstance(self.cache, bool):
+            # YAML 1.1 reads a bare ``off`` as false.
+            self.cache = "auto" if self.cache else "off"
         checks = [
             ("root", isinstance(self.root, str) and bool(self.root), "a path"),
             ("image_size", _is_int(self.image_size) and self.image_size >= 16, "an integer >= 16"),
@@ -140,9 +156,23 @@ class DataConfig:
                 "an integer in 1..255 (255 marks ignored pixels)",
             ),
             ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
-            ("num_workers", _is_int(self.num_workers) and self.num_workers >= 0, "an integer >= 0"),
-            ("pin_memory", isinstance(self.pin_memory, bool), "true or false"),
-            ("persistent_workers", isinstance(self.persistent_workers, bool), "true or false"),
+            (
+                "num_workers",
+                _auto_or(
+                    self.num_workers, _is_int(self.num_workers) and int(self.num_workers) >= 0
+                ),
+                "auto or an integer >= 0",
+            ),
+            (
+                "pin_memory",
+                _auto_or(self.pin_memory, isinstance(self.pin_memory, bool)),
+                "auto, true or false",
+            ),
+            (
+                "persistent_workers",
+                _auto_or(self.persistent_workers, isinstance(self.persistent_workers, bool)),
+                "auto, true or false",
+            ),
             ("prefetch_factor", _none_or_positive(self.prefetch_factor), "null or an integer >= 1"),
             ("mean", _triple(self.mean), "three numbers (R, G, B)"),
             ("std", _triple(self.std) and min(self.std) > 0, "three positive numbers (R, G, B)"),
@@ -155,6 +185,13 @@ class DataConfig:
                 "null or a split name",
             ),
             ("limit", _none_or_positive(self.limit), "null or an integer >= 1"),
+            ("cache", self.cache in ("auto", "off"), "auto or off"),
+            (
+                "cache_dir",
+                self.cache_dir is None
+                or (isinstance(self.cache_dir, str) and bool(self.cache_dir)),
+                "null or a folder",
+            ),
         ]
         for key, ok, expected in checks:
             _check(ok, key, getattr(self, key), expected)
@@ -187,3 +224,80 @@ class DataConfig:
 
         result: dict[str, Any] = plain(asdict(self))
         return result
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """The DataLoader settings a config resolves to on one machine.
+
+    Attributes:
+        num_workers: Worker processes.
+        pin_memory: Whether batches go to pinned memory.
+        persistent_workers: Whether workers outlive an epoch (false without workers).
+        prefetch_factor: Batches loaded ahead per worker (``None`` without workers, or to keep
+            torch's default).
+    """
+
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    prefetch_factor: int | None
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Return the keyword arguments for ``torch.utils.data.DataLoader``.
+
+        Options torch rejects without workers are left out then.
+        """
+        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        if self.num_workers > 0:
+            kwargs["persistent_workers"] = self.persistent_workers
+            if self.prefetch_factor is not None:
+                kwargs["prefetch_factor"] = self.prefetch_factor
+        return kwargs
+
+
+def auto_num_workers(cuda: bool, cpu_count: int | None = None, ranks: int = 1) -> int:
+    """Return the worker count ``num_workers: auto`` means.
+
+    A GPU waits for its batches, so it gets up to 8 workers, keeping one core for the main
+    process. On a CPU the model's own threads already use every core, and a worker steals
+    one from them: none below 4 cores per process, then one per 4 cores, at most 2.
+
+    Args:
+        cuda: Whether training runs on a CUDA device.
+        cpu_count: Cores available (default: ``os.cpu_count()``).
+        ranks: Training processes sharing this machine's cores.
+    """
+    cores = max(1, (cpu_count or os.cpu_count() or 1) // max(1, ranks))
+    if cuda:
+        return max(0, min(8, cores - 1))
+    return 0 if cores < 4 else min(2, cores // 4)
+
+
+def resolve_loader_settings(
+    cfg: DataConfig, cuda: bool, cpu_count: int | None = None, ranks: int = 1
+) -> LoaderSettings:
+    """Turn the config's loader keys, ``auto`` included, into concrete settings.
+
+    Explicit values are kept; ``auto`` becomes :func:`auto_num_workers` workers, persistent
+    workers whenever there are workers, and pinned memory only with CUDA.
+
+    Args:
+        cfg: The data config.
+        cuda: Whether batches go to a CUDA device.
+        cpu_count: Cores available (default: ``os.cpu_count()``).
+        ranks: Training processes sharing this machine's cores.
+    """
+    workers = (
+        auto_num_workers(cuda, cpu_count, ranks)
+        if cfg.num_workers == "auto"
+        else int(cfg.num_workers)
+    )
+    persistent = workers > 0 if cfg.persistent_workers == "auto" else bool(cfg.persistent_workers)
+    pin = cuda if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
+    return LoaderSettings(
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+    )

@@ -5,13 +5,16 @@ Imports torch and Lightning at module level: only training code imports this mod
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
-from cmi_cli.data.config import AugmentConfig, DataConfig
+from cmi_cli.data.cache import PackedCache, default_cache_dir, find_cache
+from cmi_cli.data.config import AugmentConfig, DataConfig, LoaderSettings, resolve_loader_settings
 from cmi_cli.data.dataset import SegmentationDataset
 from cmi_cli.data.layout import DatasetSource, default_val_split, open_dataset
 from cmi_cli.data.transforms import EvalTransform, TrainTransform
@@ -19,22 +22,40 @@ from cmi_cli.errors import DataError
 
 __all__ = ["AugmentConfig", "DataConfig", "SegmentationDataModule"]
 
+log = logging.getLogger(__name__)
+
 _GET_DATA = "run `cmi data sample` for the embedded sample, or `cmi init` for a new project"
 
 
 class SegmentationDataModule(L.LightningDataModule):
     """Train, validation and test loaders over one dataset root, as the config describes.
 
+    With ``cfg.cache: auto``, pairs come from the packed cache of ``cmi data prepare`` when
+    one matches the data and ``cfg.image_size``: validation pairs are then bit-identical to
+    decoded ones, and training pairs are still augmented per sample, from the cached
+    ``image_size`` square instead of the original photo.
+
     Args:
         cfg: The data config.
-        project_root: Folder a relative ``cfg.root`` is resolved against (default: cwd).
+        project_root: Folder relative ``cfg.root`` and ``cfg.cache_dir`` are resolved against
+            (default: cwd).
     """
 
     def __init__(self, cfg: DataConfig, project_root: Path | None = None):
         super().__init__()
         self.cfg = cfg
+        base = project_root or Path.cwd()
         root = Path(cfg.root).expanduser()
-        self.root = root if root.is_absolute() else (project_root or Path.cwd()) / root
+        self.root = root if root.is_absolute() else base / root
+        cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+        self.cache_dir = (
+            default_cache_dir(self.root)
+            if cache_dir is None
+            else cache_dir
+            if cache_dir.is_absolute()
+            else base / cache_dir
+        )
+        self.cache: PackedCache | None = None
         self._source: DatasetSource | None = None
         self.train_set: SegmentationDataset | None = None
         self.val_set: SegmentationDataset | None = None
@@ -98,6 +119,10 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"{cfg.num_classes}",
                 hint=f"set data.num_classes={found}, or fix the dataset's class list",
             )
+        if cfg.cache == "auto":
+            self.cache = find_cache(self.root, cfg.image_size, self.cache_dir)
+            if self.cache is not None:
+                log.info("reading pairs from the packed cache %s", self.cache.path)
         augment = cfg.augment
         train_tf = TrainTransform(
             cfg.image_size, cfg.mean, cfg.std, augment.hflip, augment.scale, augment.color_jitter
@@ -130,22 +155,40 @@ class SegmentationDataModule(L.LightningDataModule):
         return source
 
     def _dataset(self, split: str, transform: Any) -> SegmentationDataset:
-        dataset = SegmentationDataset(self.source, split, transform, limit=self.cfg.limit)
+        packed = None
+        if self.cache is not None and split in self.cache.splits:
+            packed = self.cache.split(split)
+        try:
+            dataset = SegmentationDataset(
+                self.source, split, transform, limit=self.cfg.limit, cache=packed
+            )
+        except ValueError:
+            log.warning("the packed cache %s is out of date; decoding the files", self.cache_dir)
+            dataset = SegmentationDataset(self.source, split, transform, limit=self.cfg.limit)
         if not len(dataset):
             raise DataError(
                 f"split {split!r} of {self.root} has no image/mask pairs", hint=_GET_DATA
             )
         return dataset
 
+    def loader_settings(self) -> LoaderSettings:
+        """The DataLoader settings for this machine, ``auto`` values resolved.
+
+        CUDA counts when a Trainer using it is attached, or, with no Trainer, when present.
+        """
+        trainer = self.trainer
+        if trainer is not None:
+            cuda = trainer.strategy.root_device.type == "cuda"
+            ranks = max(1, int(getattr(trainer, "num_devices", 1)))
+        else:
+            cuda, ranks = torch.cuda.is_available(), 1
+        return resolve_loader_settings(self.cfg, cuda=cuda, ranks=ranks)
+
     def _loader(self, dataset: SegmentationDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         cfg = self.cfg
-        extra: dict[str, Any] = {}
-        if cfg.num_workers > 0:
-            extra["persistent_workers"] = cfg.persistent_workers
-            if cfg.prefetch_factor is not None:
-                extra["prefetch_factor"] = cfg.prefetch_factor
+        extra: dict[str, Any] = self.loader_settings().loader_kwargs()
         if not train and _world_size() > 1:
             # Each rank scores a disjoint share with no padded duplicates, so the confusion
             # matrix summed over ranks equals a single-process evaluation.
@@ -159,8 +202,6 @@ class SegmentationDataModule(L.LightningDataModule):
             # Dropping the ragged last batch keeps batch-norm statistics sane, but a set of
             # exactly one batch must keep it or an epoch would be empty.
             drop_last=train and len(dataset) > cfg.batch_size,
-            num_workers=cfg.num_workers,
-            pin_memory=cfg.pin_memory,
             **extra,
         )
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cmi_cli.data.cache import PackedSplit
 from cmi_cli.data.layout import DatasetSource, Item
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -29,22 +30,38 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         split: Which split to serve.
         transform: Maps ``(image, mask, rng)`` to normalised arrays (see ``transforms.py``).
         limit: Serve only the first ``limit`` pairs.
+        cache: The split packed by ``cmi data prepare``: pairs are read from it, already
+            resized, instead of being decoded. Its keys must be the split's, in order.
+
+    Raises:
+        ValueError: If the cache holds other pairs than the split.
     """
 
     def __init__(
-        self, source: DatasetSource, split: str, transform: Transform, limit: int | None = None
+        self,
+        source: DatasetSource,
+        split: str,
+        transform: Transform,
+        limit: int | None = None,
+        cache: PackedSplit | None = None,
     ):
         self.source = source
         self.split = split
         self.transform = transform
         self.items: list[Item] = source.items(split)[:limit]
+        if cache is not None and cache.keys[: len(self.items)] != [i.key for i in self.items]:
+            raise ValueError(f"the cache of split {split!r} holds other pairs than the dataset")
+        self.cache = cache
         self._random = bool(getattr(transform, "random", True))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.source.read(self.items[index])
+        if self.cache is not None:
+            image, mask = self.cache.read(index)
+        else:
+            image, mask = self.source.read(self.items[index])
         # Deterministic transforms leave torch's generator alone, so validating between
         # epochs does not shift the training augmentations.
         seed = int(torch.randint(0, 2**62, (1,)).item()) if self._random else 0
@@ -52,4 +69,5 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return torch.from_numpy(img), torch.from_numpy(m)
 
     def __repr__(self) -> str:
-        return f"SegmentationDataset({self.source!r}, split={self.split!r}, n={len(self)})"
+        cached = ", cached" if self.cache is not None else ""
+        return f"SegmentationDataset({self.source!r}, split={self.split!r}, n={len(self)}{cached})"

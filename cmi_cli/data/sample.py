@@ -21,6 +21,7 @@ from PIL import Image
 from cmi_cli.console import err_console, is_quiet
 from cmi_cli.data.sample_render import SAMPLE_CLASS_IDS, class_models, class_order, render_image
 from cmi_cli.errors import DataError, UsageError
+from cmi_cli.paths import SAMPLE_IMAGES
 
 __all__ = [
     "SAMPLE_CLASS_IDS",
@@ -122,7 +123,7 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def generate_sample(
     out: Path,
-    images: int = 96,
+    images: int = SAMPLE_IMAGES,
     size: int = 256,
     seed: int = 0,
     test_fraction: float = 0.25,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +12,7 @@ from cmi_cli.classes import IGNORE_INDEX
 from cmi_cli.console import err_console, is_quiet
 from cmi_cli.data.layout import open_dataset
 from cmi_cli.errors import DataError
+from cmi_cli.utils.files import atomic_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -206,13 +205,6 @@ def write_class_share_plot(stats: DatasetStats, png_path: Path) -> Path:
     ax.tick_params(axis="y", labelsize=7)
     ax.margins(y=0.01)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", dir=png_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a plot is meant to be shared
-        os.replace(tmp, png_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return png_path

@@ -144,18 +144,26 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     record = vars(model)
     if "cmi_name" not in record:
         raise ValueError("model was not built by cmi_cli.models.build_model")
-    return {
+    spec: dict[str, Any] = {
         "name": record["cmi_name"],
         "num_classes": record["cmi_num_classes"],
         "params": dict(record["cmi_params"]),
     }
+    if record.get("cmi_pruned"):
+        spec["pruned"] = {k: dict(v) for k, v in record["cmi_pruned"].items()}
+    return spec
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
     """Rebuild a model from a mapping returned by :func:`model_spec`.
 
+    A channel-pruned model's spec also holds ``pruned``: the channel counts of every
+    convolution and batch norm (see :func:`layer_shapes`). The architecture is then built as
+    registered and those layers are replaced by layers of the recorded sizes, so a pruned
+    checkpoint loads without any change to the model's class.
+
     Args:
-        spec: Mapping with ``name``, ``num_classes`` and ``params``.
+        spec: Mapping with ``name``, ``num_classes``, ``params`` and optionally ``pruned``.
 
     Returns:
         A freshly initialised model of the recorded architecture.
@@ -169,4 +177,76 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
             f"Model record lacks {', '.join(missing)}",
             hint="The artifact was not written by cmi; retrain or re-export it.",
         )
-    return build_model(str(spec["name"]), int(spec["num_classes"]), **dict(spec["params"]))
+    model = build_model(str(spec["name"]), int(spec["num_classes"]), **dict(spec["params"]))
+    pruned = spec.get("pruned")
+    if pruned:
+        _resize_layers(model, pruned)
+        vars(model)["cmi_pruned"] = {k: dict(v) for k, v in pruned.items()}
+    return model
+
+
+_RESIZABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Return the channel counts of every convolution and batch norm of ``model``, by path.
+
+    Convolutions give ``in_channels``, ``out_channels`` and ``groups``; batch norms give
+    ``num_features``. Recorded in a pruned model's spec as ``pruned``.
+    """
+    shapes: dict[str, dict[str, int]] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            shapes[path] = {
+                "in_channels": module.in_channels,
+                "out_channels": module.out_channels,
+                "groups": module.groups,
+            }
+        elif isinstance(module, nn.BatchNorm2d):
+            shapes[path] = {"num_features": module.num_features}
+    return shapes
+
+
+def _resized(old: nn.Module, shape: Mapping[str, int]) -> nn.Module:
+    if isinstance(old, nn.BatchNorm2d):
+        return nn.BatchNorm2d(
+            int(shape["num_features"]),
+            eps=old.eps,
+            momentum=old.momentum,
+            affine=old.affine,
+            track_running_stats=old.track_running_stats,
+        )
+    conv: Any = old
+    kwargs = {
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "groups": int(shape.get("groups", conv.groups)),
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+    if isinstance(old, nn.ConvTranspose2d):
+        kwargs["output_padding"] = conv.output_padding
+    return type(old)(int(shape["in_channels"]), int(shape["out_channels"]), **kwargs)
+
+
+def _resize_layers(model: nn.Module, shapes: Mapping[str, Mapping[str, int]]) -> None:
+    modules = dict(model.named_modules())
+    for path, shape in shapes.items():
+        old = modules.get(path)
+        if not isinstance(old, _RESIZABLE) or not path:
+            raise ArtifactError(
+                f"pruned layer {path!r} is not a convolution or batch norm of "
+                f"{vars(model).get('cmi_name')!r}",
+                hint="The pruned checkpoint was made from another architecture; prune again",
+            )
+        try:
+            new = _resized(old, shape)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"pruned layer {path!r} has an invalid shape record ({exc})",
+                hint="The checkpoint is damaged; prune the parent again",
+            ) from None
+        parent_path, _, attr = path.rpartition(".")
+        setattr(modules[parent_path] if parent_path else model, attr, new)

@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from cmi_cli.errors import ArtifactError
+from cmi_cli.errors import ArtifactError, ConfigError
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -36,7 +36,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a loadable checkpoint ({_first_line(exc)})",
             hint="Pass a .ckpt written by 'cmi train'; a truncated copy must be fetched again",
         ) from None
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, OSError, ValueError, IndexError) as exc:
+        # torch.load reports a non-zip file or a damaged record in many ways (a legacy-format
+        # KeyError, EINVAL from a short read, ...): all mean the file is not a checkpoint.
         raise ArtifactError(
             f"{path} is not a checkpoint or is truncated ({_first_line(exc)})",
             hint="Pass a .ckpt written by 'cmi train'",
@@ -69,7 +71,15 @@ def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
 
     ckpt = load_checkpoint(path)
     lineage = ckpt["cmi_lineage"]
-    model = build_from_spec(lineage["model"])
+    try:
+        model = build_from_spec(lineage["model"])
+    except ConfigError as exc:
+        # The record names an architecture this version cannot build: the file is at fault,
+        # not the user's configuration.
+        raise ArtifactError(
+            f"{path} records a model that cannot be built ({exc.message})",
+            hint="Use a checkpoint written by this version of cmi, or retrain",
+        ) from None
     weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         model.load_state_dict(weights)

@@ -47,13 +47,17 @@ def resolve_eval_data(lineage: dict[str, Any], data_root: Path | None) -> Path:
     """Return the dataset to evaluate on: the one given, else the one the model was trained on."""
     if data_root is not None:
         return Path(data_root)
-    recorded = Path(str(lineage.get("data", {}).get("root", "data/foodseg103")))
-    if not recorded.exists():
-        raise DataError(
-            f"the model's training data {recorded} is not here",
-            hint="Pass --data ROOT (run from the project folder, or 'cmi data pull' first)",
-        )
-    return recorded
+    data = lineage.get("data", {})
+    recorded = Path(str(data.get("root", "data/foodseg103")))
+    # The configured root (relative to the project the command runs in), else the absolute
+    # path the data had when the model was trained.
+    for candidate in (recorded, Path(str(data.get("path", "")))):
+        if str(candidate) and candidate.is_dir():
+            return candidate
+    raise DataError(
+        f"the model's training data {recorded} is not here",
+        hint="Pass --data ROOT (run from the project folder, or 'cmi data pull' first)",
+    )
 
 
 def evaluate_predictor(
@@ -134,6 +138,41 @@ def evaluate_checkpoint(
     root = resolve_eval_data(lineage, data_root)
     split, n, scores = evaluate_predictor(predict, root, split, lineage, batch_size)
     return EvalResult(Path(path), root, split, n, scores)
+
+
+def evaluate_onnx(
+    path: Path, data_root: Path | None = None, split: str | None = None, batch_size: int = 8
+) -> EvalResult:
+    """Evaluate an ONNX model from ``cmi export onnx`` with ONNX Runtime on a split.
+
+    The same loop, data and preprocessing as :func:`evaluate_checkpoint`, so the scores of a
+    model and of its export are directly comparable.
+
+    Args:
+        path: The ``.onnx`` file (its lineage gives classes, preprocessing and data).
+        data_root: Dataset to use; default: the one recorded in the model's lineage.
+        split: Split name; default: the layout's validation split.
+        batch_size: Images per run (a static model runs one image at a time).
+    """
+    from cmi_cli.export.ort_predict import OnnxPredictor
+
+    predictor = OnnxPredictor(path)
+    if isinstance(predictor.input_shape[0], int) and predictor.input_shape[0] > 0:
+        batch_size = predictor.input_shape[0]
+    root = resolve_eval_data(predictor.lineage, data_root)
+    split, n, scores = evaluate_predictor(
+        predictor.predict, root, split, predictor.lineage, batch_size
+    )
+    return EvalResult(Path(path), root, split, n, scores)
+
+
+def evaluate_model(
+    path: Path, data_root: Path | None = None, split: str | None = None, batch_size: int = 8
+) -> EvalResult:
+    """Evaluate a checkpoint or (by its ``.onnx`` suffix) an ONNX model."""
+    if Path(path).suffix == ".onnx":
+        return evaluate_onnx(path, data_root, split, batch_size)
+    return evaluate_checkpoint(path, data_root, split, batch_size)
 
 
 def default_eval_json(model_path: Path, split: str) -> Path:

@@ -65,6 +65,8 @@ def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: An
         "best": best_row,
         "final": history[-1] if history else {},
     }
+    if cfg.get("save_reference", True) and dm.val_set is not None:
+        metrics["reference"] = _save_reference(module.net, lineage, run_dir, dm)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     count = int(cfg.get("num_prediction_images", 4))
     if count > 0 and dm.val_set is not None:
@@ -82,6 +84,18 @@ def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: An
         metrics=metrics,
         history=history,
     )
+
+
+def _save_reference(net: Any, lineage: dict[str, Any], run_dir: Path, dm: Any) -> Any:
+    """Save the validation split's features as the model's drift reference (None on failure)."""
+    from cmi_cli.errors import CmiError
+    from cmi_cli.monitoring.model_reference import save_run_reference
+
+    try:
+        return save_run_reference(net, lineage, run_dir, dm.root, dm.val_split, limit=dm.cfg.limit)
+    except (CmiError, OSError) as exc:  # a missing reference must not cost the trained model
+        log.warning("could not save the drift reference: %s", exc)
+        return None
 
 
 def _log_images_to_wandb(trainer: Any, png: Path) -> None:

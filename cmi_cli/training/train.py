@@ -148,6 +148,8 @@ def build_module(cfg: DictConfig, dm: Any, project_root: Path) -> Any:
         config=container,
         data={
             "root": str(dm.cfg.root),
+            # Where the data was on the training machine: lets a later step run from elsewhere.
+            "path": str(dm.root),
             "dvc_md5": data_version(dm.root),
             "train_split": dm.cfg.train_split,
             "val_split": dm.val_split,
@@ -184,8 +186,13 @@ def build_loggers(cfg: DictConfig, plan: RunPlan) -> Any:
     raise UsageError(f"unknown logger {name!r}", hint="Use logger=csv, logger=wandb or logger=none")
 
 
-def build_trainer(cfg: DictConfig, plan: RunPlan, show_progress: bool) -> Any:
-    """Build Lightning's Trainer with checkpointing, early stopping, history and progress."""
+def build_trainer(
+    cfg: DictConfig, plan: RunPlan, show_progress: bool, extra_callbacks: list[Any] | None = None
+) -> Any:
+    """Build Lightning's Trainer with checkpointing, early stopping, history and progress.
+
+    ``extra_callbacks`` are appended to ours (a sweep adds its pruning callback this way).
+    """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
@@ -212,6 +219,7 @@ def build_trainer(cfg: DictConfig, plan: RunPlan, show_progress: bool) -> Any:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=int(es.patience)))
     if show_progress:
         callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))
+    callbacks.extend(extra_callbacks or [])
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return L.Trainer(
@@ -282,6 +290,7 @@ def train(
     project_root: Path | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    extra_callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says and write the run folder.
 
@@ -290,6 +299,7 @@ def train(
         project_root: Folder that relative data and run paths are resolved against.
         resume: Continue the named (or latest) run from its ``last.ckpt``.
         show_progress: Show Lightning's rich progress bar.
+        extra_callbacks: Lightning callbacks added to the run's own (e.g. a sweep's pruning).
 
     Returns:
         The run folder, checkpoints, metrics and history.
@@ -306,7 +316,7 @@ def train(
     module = build_module(cfg, dm, project_root)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with _quiet_lightning(), _log_to_file(plan.run_dir / "train.log"):
-        trainer = build_trainer(cfg, plan, show_progress)
+        trainer = build_trainer(cfg, plan, show_progress, extra_callbacks)
         if trainer.is_global_zero:
             atomic_write_text(plan.run_dir / "config.yaml", config_to_yaml(cfg))
         log.info("run %s: %s", plan.name, "resuming" if plan.ckpt_path else "starting")

@@ -1,0 +1,112 @@
+"""What each optimisation knob gains on this machine, measured side by side (not a test).
+
+    python benchmarks/optimise.py MODEL.ckpt [--size 256] [--repeats 15] [--out DIR]
+
+Exports the checkpoint to ONNX, then times, interleaved and after warm-up, at batch 1 and 8:
+eager PyTorch in NCHW and channels_last with 1 and all threads; ONNX Runtime at each graph
+optimisation level; static int8 with uint8 and int8 activations (int8 weights), per-tensor
+and per-channel; dynamic int8. Prints median milliseconds per image and ratios, and writes
+``optimise.json``. Run it from the project folder (the data path in the lineage is relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def _timer(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Measure and print."""
+    import torch
+
+    from cmi_cli.export.onnx_export import export_onnx
+    from cmi_cli.export.ort_predict import OnnxPredictor
+    from cmi_cli.export.quantize import QuantizeSettings, quantize_onnx
+    from cmi_cli.training.checkpoint import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path("optimise"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(args.checkpoint, args.out / "model.onnx").path
+    variants = {
+        "u8s8": QuantizeSettings(calib_size=16),
+        "s8s8": QuantizeSettings(calib_size=16, activation_type="int8"),
+        "u8s8-per-channel": QuantizeSettings(calib_size=16, per_channel=True),
+        "dynamic": QuantizeSettings(mode="dynamic"),
+    }
+    quantized = {}
+    for name, settings in variants.items():
+        r = quantize_onnx(fp32, args.out / f"model.{name}.onnx", settings, max_miou_drop=1.0)
+        quantized[name] = r.path
+        drop = f"mIoU {r.fp32.miou:.4f} -> {r.int8.miou:.4f}"
+        print(f"{name}: {drop}, agreement {r.pixel_agreement:.4f}")
+
+    all_threads = torch.get_num_threads()
+    runs: dict[str, Callable[[np.ndarray], object]] = {}
+    for layout in ("nchw", "channels_last"):
+        model, _ = load_model(args.checkpoint)
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        model.to(memory_format=fmt)
+
+        def eager(x: np.ndarray, model=model, fmt=fmt) -> object:  # type: ignore[no-untyped-def]
+            with torch.inference_mode():
+                return model(torch.from_numpy(x).contiguous(memory_format=fmt))
+
+        runs[f"torch {layout}"] = eager
+    for level in ("disable", "basic", "extended", "all"):
+        runs[f"ort fp32 {level}"] = OnnxPredictor(fp32, graph_optimization_level=level).predict
+    for name, path in quantized.items():
+        runs[f"ort int8 {name}"] = OnnxPredictor(path).predict
+
+    results: dict[str, dict[str, float]] = {}
+    for threads in sorted({1, all_threads}):
+        torch.set_num_threads(threads)
+        for batch in (1, 8):
+            x = np.random.default_rng(0).standard_normal((batch, 3, args.size, args.size))
+            x = x.astype(np.float32)
+            active = {
+                k: v for k, v in runs.items() if k.startswith("torch") or threads == all_threads
+            }
+            for fn in active.values():
+                fn(x)
+                fn(x)
+            times: dict[str, list[float]] = {k: [] for k in active}
+            for _ in range(args.repeats):
+                for key, fn in active.items():
+                    times[key].append(_timer(lambda fn=fn, x=x: fn(x)))  # type: ignore[misc]
+            for key, t in times.items():
+                label = f"{key} ({threads} thr)" if key.startswith("torch") else key
+                results.setdefault(label, {})[f"batch{batch}"] = statistics.median(t) / batch * 1000
+    base = results[f"torch nchw ({all_threads} thr)"]
+    print(f"\nms per image at {args.size}px, median of {args.repeats}; load {os.getloadavg()}")
+    print(f"{'variant':34} {'b1 ms':>9} {'b8 ms':>9} {'vs NCHW b1':>11} {'vs NCHW b8':>11}")
+    for key, r in results.items():
+        print(
+            f"{key:34} {r['batch1']:9.2f} {r['batch8']:9.2f} "
+            f"{base['batch1'] / r['batch1']:10.2f}x {base['batch8'] / r['batch8']:10.2f}x"
+        )
+    sizes = {p.name: round(p.stat().st_size / 1e6, 3) for p in [fp32, *quantized.values()]}
+    record = {"size": args.size, "ms_per_image": results, "file_mb": sizes}
+    (args.out / "optimise.json").write_text(json.dumps(record, indent=2))
+    print(f"sizes MB: {sizes}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Dependencies shared by the routes: the running service and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from cmi_cli.serving.errors import ClientError
+from cmi_cli.serving.service import SegmentService
+from cmi_cli.serving.settings import ServeSettings
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <key>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <key>")
+
+
+def get_settings(request: Request) -> ServeSettings:
+    """The app's settings."""
+    return request.app.state.settings
+
+
+def get_service(request: Request) -> SegmentService:
+    """The running service; 503 while the model is still loading."""
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise ClientError(503, "not_ready", "the model is loading", {"Retry-After": "1"})
+    return service
+
+
+def require_api_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> None:
+    """Refuse the request (401) unless it carries the configured key, if one is configured.
+
+    The comparison takes the same time whatever the key's first wrong byte.
+    """
+    expected = request.app.state.api_key
+    if expected is None:
+        return
+    given = header_key or (bearer.credentials if bearer is not None else None)
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ClientError(
+            401,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+ServiceDep = Annotated[SegmentService, Depends(get_service)]
+SettingsDep = Annotated[ServeSettings, Depends(get_settings)]

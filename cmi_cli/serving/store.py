@@ -1,0 +1,277 @@
+"""The prediction log: one record per served image, for drift checks and audits.
+
+Requests hand records to a queue; one writer thread drains it into a sink, so concurrent
+requests never interleave writes. The local sink is SQLite in WAL mode (several worker
+processes may share the file: each has its own connection, and SQLite serialises commits);
+a ``gs://bucket/prefix`` folder buffers records and uploads rotated JSON-lines files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("cmi_cli.serving")
+
+DB_NAME = "predictions.sqlite"
+_STOP = object()
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    model_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    inference_ms REAL NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    mean_confidence REAL NOT NULL,
+    p10_confidence REAL NOT NULL,
+    mean_entropy REAL NOT NULL,
+    image_features TEXT NOT NULL,
+    class_shares TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+"""
+_COLUMNS = (
+    "ts", "model_id", "request_id", "latency_ms", "inference_ms", "width", "height",
+    "mean_confidence", "p10_confidence", "mean_entropy",
+)  # fmt: skip
+_JSON_COLUMNS = ("image_features", "class_shares")
+
+
+class Sink(Protocol):
+    """Where records end up."""
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        """Persist a batch of records (all or none)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+class SqliteSink:
+    """Records as rows of ``predictions.sqlite`` in a folder."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / DB_NAME
+        self._conn = _connect(self.path)
+        with self._conn:
+            self._conn.executescript(_SCHEMA)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        """Insert the records in one transaction."""
+        rows = [
+            tuple(r[c] for c in _COLUMNS) + tuple(json.dumps(r[c]) for c in _JSON_COLUMNS)
+            for r in records
+        ]
+        names = ", ".join(_COLUMNS + _JSON_COLUMNS)
+        marks = ", ".join("?" * (len(_COLUMNS) + len(_JSON_COLUMNS)))
+        with self._conn:
+            self._conn.executemany(f"INSERT INTO predictions ({names}) VALUES ({marks})", rows)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class GcsJsonlSink:
+    """Records buffered and uploaded as ``PREFIX/predictions-<time>-<pid>-<n>.jsonl`` objects.
+
+    Args:
+        url: ``gs://bucket/prefix``.
+        client: A ``google.cloud.storage.Client`` (or anything with ``bucket(name).blob(path)
+            .upload_from_string(data, content_type=...)``); created when None.
+        rotate_records: Upload once this many records are buffered.
+        rotate_seconds: Upload buffered records at least this often (checked on writes).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client: Any = None,
+        rotate_records: int = 1000,
+        rotate_seconds: float = 300.0,
+    ) -> None:
+        bucket, _, prefix = url.removeprefix("gs://").partition("/")
+        if not bucket:
+            raise ValueError(f"not a gs://bucket/prefix URL: {url!r}")
+        if client is None:
+            try:
+                from google.cloud import storage
+            except ImportError:
+                from cmi_cli.errors import UsageError
+
+                raise UsageError(
+                    "a gs:// prediction log needs google-cloud-storage",
+                    hint="pip install google-cloud-storage, or use a local --log-dir",
+                ) from None
+            client = storage.Client()
+        self._bucket = client.bucket(bucket)
+        self._prefix = prefix.strip("/")
+        self._rotate_records, self._rotate_seconds = rotate_records, rotate_seconds
+        self._buffer: list[dict[str, Any]] = []
+        self._opened = time.monotonic()
+        self._count = 0
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        """Buffer records; upload full files, and the rest when the buffer is old."""
+        self._buffer.extend(records)
+        while len(self._buffer) >= self._rotate_records:
+            self._upload(self._buffer[: self._rotate_records])
+            del self._buffer[: self._rotate_records]
+        if self._buffer and time.monotonic() - self._opened >= self._rotate_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Upload the buffered records as one object."""
+        if self._buffer:
+            self._upload(self._buffer)
+            self._buffer = []
+
+    def _upload(self, records: list[dict[str, Any]]) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"predictions-{stamp}-{os.getpid()}-{self._count:05d}.jsonl"
+        path = f"{self._prefix}/{name}" if self._prefix else name
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        self._bucket.blob(path).upload_from_string(data, content_type="application/x-ndjson")
+        self._count, self._opened = self._count + 1, time.monotonic()
+
+    def close(self) -> None:
+        """Upload what is left."""
+        self.flush()
+
+
+class PredictionLog:
+    """A queue in front of a sink, drained by one writer thread.
+
+    Args:
+        sink: Where records go.
+        on_error: Called with the number of records a failed write lost.
+    """
+
+    def __init__(self, sink: Sink, on_error: Callable[[int], None] | None = None) -> None:
+        self.sink, self._on_error = sink, on_error
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="cmi-prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Queue one record (never blocks the request)."""
+        self._queue.put(record)
+
+    def flush(self) -> None:
+        """Wait until every queued record is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer and close the sink."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout=60)
+        self.sink.close()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch, stop = [], first is _STOP
+            if not stop:
+                batch.append(first)
+            while not stop and len(batch) < 256:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+            if batch:
+                self._write(batch)  # type: ignore[arg-type]
+            for _ in range(len(batch) + (1 if stop else 0)):
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self.sink.write(batch)
+        except Exception:  # a full disk must not take the service down; it is counted
+            log.exception("could not write %d prediction records", len(batch))
+            if self._on_error is not None:
+                self._on_error(len(batch))
+
+
+def open_prediction_log(
+    log_dir: str, on_error: Callable[[int], None] | None = None, gcs_client: Any = None
+) -> PredictionLog:
+    """Open the log at a folder or a ``gs://bucket/prefix``."""
+    sink: Sink
+    if log_dir.startswith("gs://"):
+        sink = GcsJsonlSink(log_dir, client=gcs_client)
+    else:
+        sink = SqliteSink(Path(log_dir))
+    return PredictionLog(sink, on_error)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def read_predictions(
+    log_dir: Path | str,
+    window: int | None = None,
+    since: dt.datetime | float | None = None,
+) -> list[dict[str, Any]]:
+    """Read prediction records from a local log folder, oldest first.
+
+    Args:
+        log_dir: The folder given to ``cmi serve --log-dir``.
+        window: Only the last ``window`` records.
+        since: Only records at or after this time (datetime, or seconds since the epoch).
+
+    Returns:
+        Dicts with ``id``, ``ts``, ``time`` (ISO 8601 UTC), ``model_id``, ``request_id``,
+        ``latency_ms``, ``inference_ms``, ``width``, ``height``, ``mean_confidence``,
+        ``p10_confidence``, ``mean_entropy``, ``image_features`` and ``class_shares`` (dicts).
+        An empty list when the folder holds no log yet.
+    """
+    path = Path(log_dir) / DB_NAME
+    if not path.is_file():
+        return []
+    if isinstance(since, dt.datetime):
+        since = since.timestamp()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        conn.row_factory = sqlite3.Row
+        sql, args = "SELECT * FROM predictions", []
+        if since is not None:
+            sql, args = sql + " WHERE ts >= ?", [float(since)]
+        sql += " ORDER BY id DESC" + (" LIMIT ?" if window is not None else "")
+        if window is not None:
+            args.append(int(window))
+        rows = conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+    out = []
+    for row in reversed(rows):
+        rec = dict(row)
+        for col in _JSON_COLUMNS:
+            rec[col] = json.loads(rec[col])
+        rec["time"] = dt.datetime.fromtimestamp(rec["ts"], dt.timezone.utc).isoformat()
+        out.append(rec)
+    return out

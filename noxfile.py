@@ -1,0 +1,179 @@
+"""Developer and CI sessions: `nox -l` lists them, `nox -s NAME` runs one.
+
+``tests``, ``lint``, ``typecheck``, ``docs`` and ``coverage`` build their own virtualenvs;
+``loadtest`` runs in the current environment (``venv_backend="none"``: it needs the whole
+project, torch included, to export a model): install it first with ``pip install -e ".[dev]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+RESULTS = ROOT / "results"
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+# torch first and pinned, so the project's open `torch>=2.2` range cannot pull a multi-GB CUDA
+# build; TORCH_SPEC picks another version, TORCH_INDEX_URL a wheel index (CI:
+# https://download.pytorch.org/whl/cpu).
+TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+TORCH_INDEX_URL = os.environ.get("TORCH_INDEX_URL", "")
+# The issue asks for at least 85%; measured on the whole suite, never lowered to pass.
+COVERAGE_MIN = "85"
+
+
+def _available(version: str) -> bool:
+    exe = shutil.which(f"python{version}")
+    # a pyenv shim exists for installed versions that are not selected: ask it
+    return (
+        exe is not None and subprocess.run([exe, "--version"], capture_output=True).returncode == 0
+    )
+
+
+# Every supported Python found here: with CI=true nox fails on a missing one instead of skipping.
+PYTHONS = [v for v in SUPPORTED if _available(v)] or [
+    f"{sys.version_info[0]}.{sys.version_info[1]}"
+]
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the server at {url} was not ready after {timeout:.0f} s")
+
+
+class _Server:
+    """`cmi serve MODEL` on a free local port for the duration of a `with` block."""
+
+    def __init__(self, session: nox.Session, model: Path, log: Path, *args: str) -> None:
+        self.session, self.model, self.log, self.args = session, model, log, args
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _Server:
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        log_dir = self.log.parent / "predictions"
+        cmd = [sys.executable, "-m", "cmi_cli", "serve", str(self.model), "--port", str(port),
+               "--no-access-log", "--log-dir", str(log_dir), *self.args]  # fmt: skip
+        self.session.log(" ".join(cmd))
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _wait_ready(self.url, self.process)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+
+
+def _install_project(session: nox.Session, extras: str = "dev") -> None:
+    index = ["--extra-index-url", TORCH_INDEX_URL] if TORCH_INDEX_URL else []
+    session.install(TORCH_SPEC, *index)
+    session.install("-e", f".[{extras}]")
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """pytest on every Python nox finds; pass pytest options after `--` (e.g. -m "not slow")."""
+    _install_project(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, and every pre-commit hook."""
+    # the project itself: the mypy hook runs from this environment
+    _install_project(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package (configuration in pyproject.toml)."""
+    _install_project(session)
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Check that the generated reference pages are current, then build the site strictly."""
+    _install_project(session, "dev,docs")
+    session.run("python", "-m", "cmi_cli.cli.docs_gen", "--check")
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
+def coverage(session: nox.Session) -> None:
+    """The whole test suite under coverage; fails under COVERAGE_MIN percent."""
+    _install_project(session)
+    session.run(
+        "pytest", "--cov=cmi_cli", "--cov-report=term", "--cov-report=xml",
+        f"--cov-fail-under={COVERAGE_MIN}", *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(venv_backend="none")
+def loadtest(session: nox.Session) -> None:
+    """Start `cmi serve`, run Locust headless against it, write CSV and HTML results.
+
+    nox -s loadtest [-- MODEL.onnx]. Without a model, one of the default architecture is
+    exported first. LOADTEST_USERS (10), LOADTEST_SPAWN_RATE (5), LOADTEST_SECONDS (20) set
+    the load. Results go to results/loadtest/. Fails if any request failed.
+    """
+    out = RESULTS / "loadtest"
+    out.mkdir(parents=True, exist_ok=True)
+    if session.posargs:
+        model = Path(session.posargs[0])
+    else:
+        model = out / "model.onnx"
+        if not model.is_file():
+            session.run(sys.executable, str(ROOT / "benchmarks" / "serve.py"), "make-model",
+                        str(model), "--image-size", "128")  # fmt: skip
+    users = os.environ.get("LOADTEST_USERS", "10")
+    rate = os.environ.get("LOADTEST_SPAWN_RATE", "5")
+    seconds = os.environ.get("LOADTEST_SECONDS", "20")
+    with _Server(session, model, out / "server.log") as server:
+        session.run(
+            sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"),
+            "--headless", "--users", users, "--spawn-rate", rate, "--run-time", f"{seconds}s",
+            "--host", server.url, "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
+            "--only-summary", "--exit-code-on-error", "1", "--stop-timeout", "10",
+        )  # fmt: skip
+    session.log(f"results in {out}")
