@@ -358,7 +358,7 @@ def test_config_to_yaml_resolves(project: Path, tmp_path: Path) -> None:
         ("trainer.max_epochs=0", "'trainer.max_epochs' must be an integer >= 1"),
         ("trainer.precision=33", "'trainer.precision' must be one of 64-true, 32-true"),
         ("optim.scheduler=step", "'optim.scheduler' must be one of cosine, onecycle, none"),
-        ("optim.warmup_epochs=30", "optim.warmup_epochs (30) must be below"),
+        ("optim.warmup_epochs=31", "optim.warmup_epochs (31) must not exceed"),
         ("loss.class_weights=[1.0,2.0]", "loss.class_weights has 2 weights"),
         ("compile=maybe", "'compile' must be true or false"),
         ("trainer.limit_train_batches=1.5", "'trainer.limit_train_batches' must be null"),

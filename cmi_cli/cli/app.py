@@ -7,7 +7,6 @@ import importlib.util
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from cmi_cli import __version__
@@ -62,6 +61,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in a message (paths and hints may hold square brackets)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _version_callback(value: bool) -> None:
