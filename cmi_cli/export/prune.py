@@ -12,8 +12,6 @@ like any other checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +161,9 @@ def finetune(
     )
     module.net.load_state_dict(model.state_dict())
     trainer_cfg = container.get("trainer", {})
-    with _quiet_lightning():
+    from cmi_cli.training.train import quiet_lightning
+
+    with quiet_lightning():
         _fit(trainer_cfg, epochs, show_progress, module, dm)
     return module.net.cpu().eval()
 
@@ -192,36 +192,6 @@ def _fit(
         else [],
     )
     trainer.fit(module, datamodule=dm)
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Keep Lightning's banner lines (accelerator, tips) and known-noise warnings away."""
-    import logging
-    import warnings
-
-    from cmi_cli.console import is_verbose
-
-    names = (
-        "lightning.pytorch",
-        "lightning.fabric",
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.rank_zero",
-    )
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    if not is_verbose():
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*number of training batches.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def pruned_lineage(

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -228,25 +226,6 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Keep Lightning's start-up chatter and known-harmless warnings off the terminal."""
-    names = ("lightning.pytorch", "lightning.fabric")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        warnings.filterwarnings("ignore", message=".*number of training batches.*")
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-
-
 def named_forward(net: torch.nn.Module, name: str = "model_forward") -> Callable[[], None]:
     """Wrap every forward of ``net`` in a profiler range; return a function removing it."""
     from torch.profiler import record_function
@@ -347,6 +326,8 @@ def profile_training(
     profile = TorchProfile("train", out, steps, "cuda" if cuda else "cpu", batch)
     remove = named_forward(module.net)
     try:
+        from cmi_cli.training.train import quiet_lightning
+
         with quiet_lightning(), recorded("train", steps, out, cuda) as prof:
             callback = step_callback(prof, cuda)
             trainer = L.Trainer(

@@ -233,7 +233,7 @@ def build_trainer(
 
 
 @contextmanager
-def _quiet_lightning() -> Any:
+def quiet_lightning() -> Any:
     """Keep Lightning's banner lines (accelerator, tips) and known-noise warnings off the console.
 
     They still reach train.log; ``--verbose`` shows everything.
@@ -315,7 +315,7 @@ def train(
     dm = build_data(cfg, project_root)
     module = build_module(cfg, dm, project_root)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with _quiet_lightning(), _log_to_file(plan.run_dir / "train.log"):
+    with quiet_lightning(), _log_to_file(plan.run_dir / "train.log"):
         trainer = build_trainer(cfg, plan, show_progress, extra_callbacks)
         if trainer.is_global_zero:
             atomic_write_text(plan.run_dir / "config.yaml", config_to_yaml(cfg))
