@@ -15,7 +15,6 @@ option for comparison, not a default for CNNs.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from cmi_cli.errors import UsageError
 from cmi_cli.export.metadata import sha256_file
+from cmi_cli.utils.files import publish, temp_beside
 
 MODES = ("static", "dynamic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -294,10 +294,7 @@ def quantize_onnx(
 
     # The final name depends on the measured drop, so the file is made under a temporary
     # name beside the target and moved once that is known; a failure leaves nothing behind.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(target, ".onnx")
     try:
         run_quantizer(model, tmp, settings, calibration)
         record = _int8_lineage(lineage, model, settings, calib_root, len(calibration or []))
@@ -328,7 +325,7 @@ def quantize_onnx(
         onnx.save(proto, str(tmp))
         if not result.accepted:
             result.path = rejected_path(target)
-        os.replace(tmp, result.path)
+        publish(tmp, result.path)
     finally:
         tmp.unlink(missing_ok=True)
     return result

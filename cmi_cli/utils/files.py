@@ -19,6 +19,28 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def temp_beside(path: Path, suffix: str = "") -> Path:
+    """Create an empty temporary file in ``path``'s folder (so a later rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def publish(tmp: Path, dest: Path) -> Path:
+    """Move a finished temporary file onto ``dest`` atomically, readable by others.
+
+    mkstemp makes files private (0600); artifacts are meant to be read by others, e.g. a model
+    mounted into a container that runs as another user.
+    """
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, dest)
+    return Path(dest)
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` and move it into place on success.
@@ -30,20 +52,11 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         path: The file to create or replace.
         suffix: Suffix for the temporary name (some writers infer the format from it).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(path, suffix)
     try:
         yield tmp
-        # mkstemp makes files private (0600); artifacts are meant to be read by others, e.g. a
-        # model mounted into a container that runs as another user.
         if tmp.exists():
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+            publish(tmp, Path(path))
     finally:
         if tmp.exists():
             tmp.unlink()
