@@ -18,9 +18,14 @@ def test_atomic_write_is_readable_by_others(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
     path = atomic_write_text(tmp_path / "a.txt", "old")
-    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("boom")
+
+    def write_half() -> None:
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_half()
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
