@@ -7,6 +7,7 @@ The file is W&B's 7-byte header followed by a LevelDB-style log of protobuf ``Re
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -45,3 +46,24 @@ def read_records(path: Path) -> list:
         records.append(record)
         pending = b""
     return records
+
+
+def read_finished_records(path: Path, timeout: float = 60.0) -> list:
+    """Records of a finished run, once W&B's service has written them all.
+
+    ``run.finish()`` returns once the service has the exit record, and the service writes
+    its file behind that; a CLI process exiting tears the service down, which flushes it.
+    Doing the same here, and waiting for the exit record, keeps a loaded machine from
+    reading a file that is still being written.
+    """
+    import wandb
+
+    wandb.teardown()
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            assert "exit" in kinds, f"run file never got its exit record; it holds {kinds}"
+            return records
+        time.sleep(0.2)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _wandb_file import read_records
+from _wandb_file import read_finished_records
 from typer.testing import CliRunner
 
 from cmi_cli.cli.app import app
@@ -113,7 +113,7 @@ def test_wandb_runs_offline_without_login_and_records_what_it_would_send(
     assert result.exit_code == 0, result.output
     assert "not logged in, logging offline" in result.output
     (run_file,) = (tiny_project / "runs" / "wb" / "wandb").glob("offline-run-*/run-*.wandb")
-    records = read_records(run_file)
+    records = read_finished_records(run_file)
     kinds = [r.WhichOneof("record_type") for r in records]
     config_keys = {u.key for r in records if r.HasField("config") for u in r.config.update}
     config_keys |= {u.key for r in records if r.HasField("run") for u in r.run.config.update}
