@@ -118,7 +118,9 @@ def plain_rate(cfg: Any, dm: Any, steps: int) -> float:
     net.train()
     done = 0
     while done < steps:
-        for images, masks in dm.train_dataloader():
+        for batch in dm.train_dataloader():
+            # What the DataModule's on_after_batch_transfer hook does under Lightning.
+            images, masks = dm.batch_preprocess(batch, train=True)
             loss = module._loss(net(images), masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,7 +161,7 @@ def lightning_rate(cfg: Any, dm: Any, steps: int, root: Path) -> float:
         default_root_dir=str(root),
         callbacks=[Clock()],
     )
-    trainer.fit(_module(cfg, dm), train_dataloaders=dm.train_dataloader())
+    trainer.fit(_module(cfg, dm), datamodule=dm)
     return clock.rate()
 
 

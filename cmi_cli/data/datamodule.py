@@ -13,11 +13,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from cmi_cli.data.batch_transforms import BatchAugment, BatchPreprocess
 from cmi_cli.data.cache import PackedCache, default_cache_dir, find_cache
 from cmi_cli.data.config import AugmentConfig, DataConfig, LoaderSettings, resolve_loader_settings
 from cmi_cli.data.dataset import SegmentationDataset
 from cmi_cli.data.layout import DatasetSource, default_val_split, open_dataset
-from cmi_cli.data.transforms import EvalTransform, TrainTransform
 from cmi_cli.errors import DataError
 
 __all__ = ["AugmentConfig", "DataConfig", "SegmentationDataModule"]
@@ -30,10 +30,11 @@ _GET_DATA = "run `cmi data sample` for the embedded sample, or `cmi init` for a 
 class SegmentationDataModule(L.LightningDataModule):
     """Train, validation and test loaders over one dataset root, as the config describes.
 
-    With ``cfg.cache: auto``, pairs come from the packed cache of ``cmi data prepare`` when
-    one matches the data and ``cfg.image_size``: validation pairs are then bit-identical to
-    decoded ones, and training pairs are still augmented per sample, from the cached
-    ``image_size`` square instead of the original photo.
+    Loaders yield uint8 pairs squashed to ``cfg.image_size``; with ``cfg.cache: auto`` they
+    come from the packed cache of ``cmi data prepare`` when one matches the data and the size,
+    bit-identical to decoded ones. Once a batch is on the training device,
+    :meth:`on_after_batch_transfer` augments it (training only) and normalises it, so the
+    same seed gives the same batches from the cache or the photos, on any device.
 
     Args:
         cfg: The data config.
@@ -123,17 +124,10 @@ class SegmentationDataModule(L.LightningDataModule):
             self.cache = find_cache(self.root, cfg.image_size, self.cache_dir)
             if self.cache is not None:
                 log.info("reading pairs from the packed cache %s", self.cache.path)
-        augment = cfg.augment
-        train_tf = TrainTransform(
-            cfg.image_size, cfg.mean, cfg.std, augment.hflip, augment.scale, augment.color_jitter
-        )
-        eval_tf = EvalTransform(cfg.image_size, cfg.mean, cfg.std)
-        self.train_set = self._dataset(cfg.train_split, train_tf)
-        self.val_set = self._dataset(self.val_split, eval_tf)
+        self.train_set = self._dataset(cfg.train_split)
+        self.val_set = self._dataset(self.val_split)
         self.test_set = (
-            self.val_set
-            if self.test_split == self.val_split
-            else self._dataset(self.test_split, eval_tf)
+            self.val_set if self.test_split == self.val_split else self._dataset(self.test_split)
         )
         if cfg.batch_size > len(self.train_set):
             raise DataError(
@@ -154,22 +148,37 @@ class SegmentationDataModule(L.LightningDataModule):
                 )
         return source
 
-    def _dataset(self, split: str, transform: Any) -> SegmentationDataset:
+    def _dataset(self, split: str) -> SegmentationDataset:
         packed = None
         if self.cache is not None and split in self.cache.splits:
             packed = self.cache.split(split)
+        size, limit = self.cfg.image_size, self.cfg.limit
         try:
-            dataset = SegmentationDataset(
-                self.source, split, transform, limit=self.cfg.limit, cache=packed
-            )
+            dataset = SegmentationDataset(self.source, split, size, limit=limit, cache=packed)
         except ValueError:
             log.warning("the packed cache %s is out of date; decoding the files", self.cache_dir)
-            dataset = SegmentationDataset(self.source, split, transform, limit=self.cfg.limit)
+            dataset = SegmentationDataset(self.source, split, size, limit=limit)
         if not len(dataset):
             raise DataError(
                 f"split {split!r} of {self.root} has no image/mask pairs", hint=_GET_DATA
             )
         return dataset
+
+    @property
+    def batch_preprocess(self) -> BatchPreprocess:
+        """The per-batch augmentation and normalisation this config asks for."""
+        aug, cfg = self.cfg.augment, self.cfg
+        augment = BatchAugment(aug.hflip, aug.scale, aug.color_jitter)
+        return BatchPreprocess(cfg.mean, cfg.std, augment)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment (while training) and normalise a batch on its device.
+
+        Lightning calls this for every batch of ``fit``, ``validate`` and ``test``; code that
+        iterates a loader itself calls ``batch_preprocess(batch, train=...)``.
+        """
+        trainer = self.trainer
+        return self.batch_preprocess(batch, train=bool(trainer is not None and trainer.training))
 
     def loader_settings(self) -> LoaderSettings:
         """The DataLoader settings for this machine, ``auto`` values resolved.
@@ -206,15 +215,15 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches of augmented pairs."""
+        """Shuffled training batches of uint8 pairs (augmented once on the device)."""
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches of resized pairs, in dataset order."""
+        """Validation batches of uint8 pairs, in dataset order."""
         return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        """Test batches of resized pairs (the test split, else the validation split)."""
+        """Test batches of uint8 pairs (the test split, else the validation split)."""
         return self._loader(self.test_set, train=False)
 
 

@@ -5,68 +5,70 @@ Imports torch at module level: only training code imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cmi_cli.data.cache import PackedSplit
 from cmi_cli.data.layout import DatasetSource, Item
-
-Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+from cmi_cli.data.transforms import resize_image, resize_mask
 
 
 class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Pairs of one split as ``(image float32 [3, H, W], mask int64 [H, W])`` tensors.
+    """Pairs of one split as ``(image uint8 [S, S, 3], mask uint8 [S, S])`` tensors.
 
-    Each sample's random augmentation draws its seed from torch's global generator. Torch seeds
-    that generator differently in every DataLoader worker and every epoch (from the main
-    process's generator), so augmentations differ across workers and epochs, yet a run repeats
-    exactly after ``lightning.seed_everything(seed, workers=True)``.
+    Every pair is squashed to ``image_size`` square, the image bilinearly and the mask with
+    nearest neighbour: exactly what ``cmi data prepare`` packs, so a pair read from the cache
+    equals one decoded here, pixel for pixel. Augmentation and normalisation happen per batch
+    on the device (see :mod:`cmi_cli.data.batch_transforms`), which keeps the loader cheap
+    and what crosses process and device boundaries uint8.
 
     Args:
         source: The opened dataset.
         split: Which split to serve.
-        transform: Maps ``(image, mask, rng)`` to normalised arrays (see ``transforms.py``).
+        image_size: Side of the square pairs.
         limit: Serve only the first ``limit`` pairs.
-        cache: The split packed by ``cmi data prepare``: pairs are read from it, already
-            resized, instead of being decoded. Its keys must be the split's, in order.
+        cache: The split packed by ``cmi data prepare`` at ``image_size``: pairs are copied
+            out of it instead of being decoded. Its keys must be the split's, in order.
 
     Raises:
-        ValueError: If the cache holds other pairs than the split.
+        ValueError: If the cache holds other pairs than the split, or another size.
     """
 
     def __init__(
         self,
         source: DatasetSource,
         split: str,
-        transform: Transform,
+        image_size: int,
         limit: int | None = None,
         cache: PackedSplit | None = None,
     ):
         self.source = source
         self.split = split
-        self.transform = transform
+        self.image_size = image_size
         self.items: list[Item] = source.items(split)[:limit]
-        if cache is not None and cache.keys[: len(self.items)] != [i.key for i in self.items]:
-            raise ValueError(f"the cache of split {split!r} holds other pairs than the dataset")
+        if cache is not None:
+            if cache.size != image_size:
+                raise ValueError(f"the cache holds {cache.size} px pairs, not {image_size} px")
+            if cache.keys[: len(self.items)] != [i.key for i in self.items]:
+                raise ValueError(f"the cache of split {split!r} holds other pairs than the dataset")
         self.cache = cache
-        self._random = bool(getattr(transform, "random", True))
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return pair ``index`` as writable ``(image SxSx3 uint8, mask SxS uint8)`` arrays."""
         if self.cache is not None:
-            image, mask = self.cache.read(index)
-        else:
-            image, mask = self.source.read(self.items[index])
-        # Deterministic transforms leave torch's generator alone, so validating between
-        # epochs does not shift the training augmentations.
-        seed = int(torch.randint(0, 2**62, (1,)).item()) if self._random else 0
-        img, m = self.transform(image, mask, np.random.default_rng(seed))
-        return torch.from_numpy(img), torch.from_numpy(m)
+            return self.cache.read(index)
+        image, mask = self.source.read(self.items[index])
+        s = self.image_size
+        # np.array: decoded arrays may be read-only views of Pillow's buffers.
+        return np.array(resize_image(image, s, s)), np.array(resize_mask(mask, s, s))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.read(index)
+        return torch.from_numpy(image), torch.from_numpy(mask)
 
     def __repr__(self) -> str:
         cached = ", cached" if self.cache is not None else ""

@@ -1,12 +1,13 @@
 """Profile the input pipeline: images per second per worker count, hot functions, advice.
 
-The training DataLoader is timed as training builds it (the train split, augmented), once per
-worker count, from the photos and, when ``cmi data prepare`` has built one, from the packed
+The training DataLoader is timed as training builds it (the train split as uint8 pairs), once
+per worker count, from the photos and, when ``cmi data prepare`` has built one, from the packed
 cache. The loaders are timed in turns, repeat after repeat, so a busy machine slows them alike.
 The main process runs with one torch thread meanwhile, as DataLoader workers do: batching in
 a process whose threads compete for busy cores can otherwise take 100 times longer, which
 says nothing about the loader. cProfile then runs over the single-process loader to name the
-functions the time goes to.
+functions the time goes to. The per-batch augmentation that training applies after loading, on
+its device, is timed on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import pstats
 import statistics
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,8 @@ class DataProfile:
         hotspots: The top functions by cumulative time.
         read_share: Share of the single-process loader's time spent reading pairs (decoding
             photos, or copying them out of the cache).
+        augment_per_s: Images per second of the per-batch augmentation and normalisation
+            training applies on its device, per device measured (``cpu``, ``cuda``).
         recommended: Data config values to use, key -> value.
         reasons: Why, one line per recommendation.
     """
@@ -101,6 +104,7 @@ class DataProfile:
     rates: list[LoaderRate] = field(default_factory=list)
     hotspots: list[Hotspot] = field(default_factory=list)
     read_share: float = 0.0
+    augment_per_s: dict[str, float] = field(default_factory=dict)
     recommended: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
 
@@ -142,6 +146,7 @@ def profile_data(
         DataError: If the dataset is missing or does not fit the config.
     """
     import torch
+    from torch.utils.data import DataLoader
 
     from cmi_cli.data.datamodule import SegmentationDataModule
 
@@ -172,6 +177,12 @@ def profile_data(
         stats = profile_loader(datasets[profile.profiled_source], cfg.batch_size, batches)
     finally:
         torch.set_num_threads(threads)
+    # Training runs the augmentation with all its threads, so it is timed that way.
+    batch = next(iter(DataLoader(datasets["decode"], batch_size=cfg.batch_size)))
+    for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
+        profile.augment_per_s[device] = measure_batch_preprocess(
+            decoded.batch_preprocess, batch, device
+        )
     profile.hotspots = hotspots(stats)
     reader = (
         "cmi_cli/data/cache.py" if profile.profiled_source == "cache" else "cmi_cli/data/layout.py"
@@ -189,41 +200,61 @@ def _endless(loader: Any) -> Generator[Any, None, None]:
 
 
 def measure_loaders(
-    datasets: dict[str, Dataset[Any]], batch_size: int, workers: int, batches: int, repeats: int
+    datasets: dict[str, Dataset[Any]],
+    batch_size: int,
+    workers: int,
+    batches: int,
+    repeats: int,
+    per_batch: Callable[[Any], Any] | None = None,
 ) -> dict[str, list[float]]:
     """Time several datasets' loaders in turns; return images per second per repeat.
 
-    Each loader first yields one untimed batch, so worker start-up and cold files are not
-    counted; workers persist across epochs so a short dataset can be cycled.
+    ``per_batch``, when given, is applied to every batch in the timed loop (training's
+    augmentation, say), so its cost counts too. Each timing starts a fresh loader and drops
+    its first batch, so worker start-up and cold files are not counted, and stops its workers
+    before the next loader is timed: prefetching workers left running would steal the cores
+    the next loader is timed on.
     """
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
 
-    loaders = {
-        name: DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-        for name, ds in datasets.items()
-    }
-    streams = {name: _endless(loader) for name, loader in loaders.items()}
-    for stream in streams.values():
-        next(stream)
-    rates: dict[str, list[float]] = {name: [] for name in streams}
-    try:
-        for _ in range(repeats):
-            for name, stream in streams.items():
-                start, images = time.perf_counter(), 0
-                for _ in range(batches):
-                    images += len(next(stream)[0])
-                rates[name].append(images / (time.perf_counter() - start))
-    finally:
-        for stream in streams.values():
-            stream.close()
-        loaders.clear()  # persistent workers stop when their loader is collected
+    rates: dict[str, list[float]] = {name: [] for name in datasets}
+    for _ in range(repeats):
+        for name, dataset in datasets.items():
+            # Drawing with replacement gives enough batches from a split of any size.
+            wanted = (batches + 1) * batch_size
+            sampler = RandomSampler(dataset, replacement=True, num_samples=wanted)  # type: ignore[arg-type]
+            loader = DataLoader(
+                dataset, batch_size=batch_size, sampler=sampler, num_workers=workers
+            )
+            stream = iter(loader)
+            next(stream)
+            start, images = time.perf_counter(), 0
+            for _ in range(batches):
+                batch = next(stream)
+                if per_batch is not None:
+                    per_batch(batch)
+                images += len(batch[0])
+            rates[name].append(images / (time.perf_counter() - start))
+            del stream  # shuts its workers down
     return rates
+
+
+def measure_batch_preprocess(
+    preprocess: Any, batch: tuple[Any, Any], device: str, repeats: int = 5
+) -> float:
+    """Return images per second of the per-batch training augmentation on ``device``."""
+    import torch
+
+    images, masks = (t.to(device) for t in batch)
+    preprocess((images, masks), train=True)  # first call pays for kernel set-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        preprocess((images, masks), train=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return len(images) / statistics.median(times)
 
 
 def profile_loader(dataset: Dataset[Any], batch_size: int, batches: int) -> pstats.Stats:
@@ -341,6 +372,8 @@ def render_data_profile(profile: DataProfile, console: Console) -> None:
     console.print(hotspot_table(profile))
     what = "copying pairs out of the cache" if profile.profiled_source == "cache" else "decoding"
     console.print(f"{what}: {100 * profile.read_share:.0f}% of the single-process loader's time")
+    for device, rate in profile.augment_per_s.items():
+        console.print(f"per-batch augmentation and normalisation on {device}: {rate:.0f} images/s")
     console.print("[bold]recommended[/bold]: " + profile.overrides())
     for reason in profile.reasons:
         console.print(f"  - {reason}")

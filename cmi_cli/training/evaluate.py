@@ -74,9 +74,9 @@ def evaluate_predictor(
     """
     import torch
 
+    from cmi_cli.data.batch_transforms import normalize_batch
     from cmi_cli.data.dataset import SegmentationDataset
     from cmi_cli.data.layout import default_val_split, open_dataset
-    from cmi_cli.data.transforms import EvalTransform
     from cmi_cli.training.metrics import compute_metrics, update_confusion
 
     source = open_dataset(Path(data_root))
@@ -94,8 +94,7 @@ def evaluate_predictor(
             hint="Evaluate on data with the model's class list",
         )
     pre = lineage["preprocessing"]
-    transform = EvalTransform(int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"]))
-    dataset = SegmentationDataset(source, split, transform)
+    dataset = SegmentationDataset(source, split, int(pre["image_size"]))
     if len(dataset) == 0:
         raise DataError(f"split {split!r} of {data_root} is empty", hint="Check the dataset")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -107,9 +106,9 @@ def evaluate_predictor(
     with Progress(console=err_console(), transient=True, disable=is_quiet()) as progress:
         task = progress.add_task(f"evaluating on {split}", total=len(dataset))
         for images, masks in loader:
-            logits = predict(images.numpy())
+            logits = predict(normalize_batch(images, pre["mean"], pre["std"]).numpy())
             pred = torch.from_numpy(np.asarray(logits).argmax(axis=1))
-            update_confusion(conf, pred, masks, len(class_names), 255)
+            update_confusion(conf, pred, masks.to(torch.int64), len(class_names), 255)
             progress.advance(task, len(images))
     return split, len(dataset), compute_metrics(conf, class_names)
 

@@ -25,16 +25,15 @@ def predict_samples(
     net: torch.nn.Module, dataset: Any, count: int, mean: list[float], std: list[float]
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Return photos (uint8 RGB), ground truths and predictions of the first ``count`` items."""
+    from cmi_cli.data.batch_transforms import normalize_batch
+
     images, targets, preds = [], [], []
-    m = np.array(mean, dtype=np.float32)[:, None, None]
-    s = np.array(std, dtype=np.float32)[:, None, None]
     net.eval()
     with torch.inference_mode():
         for i in range(min(count, len(dataset))):
-            x, y = dataset[i]
-            logits = net(x.unsqueeze(0))
-            photo = ((x.numpy() * s + m).clip(0, 1) * 255).round().astype(np.uint8)
-            images.append(photo.transpose(1, 2, 0))
+            photo, y = dataset[i]
+            logits = net(normalize_batch(photo.unsqueeze(0), mean, std))
+            images.append(photo.numpy())
             targets.append(y.numpy().astype(np.uint8))
             preds.append(logits.argmax(1)[0].numpy().astype(np.uint8))
     return images, targets, preds

@@ -23,10 +23,8 @@ from cmi_cli.data.config import DataConfig, resolve_loader_settings
 from cmi_cli.data.datamodule import SegmentationDataModule
 from cmi_cli.data.dataset import SegmentationDataset
 from cmi_cli.data.layout import open_dataset
-from cmi_cli.data.transforms import EvalTransform, TrainTransform, resize_image, resize_mask
+from cmi_cli.data.transforms import resize_image, resize_mask
 from cmi_cli.errors import ConfigError, DataError
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @pytest.fixture
@@ -60,35 +58,45 @@ def test_cached_pairs_equal_decoded_and_resized_pairs_pixel_for_pixel(root: Path
             np.testing.assert_array_equal(cached_mask, resize_mask(mask, 32, 32))
 
 
-def test_validation_samples_from_the_cache_equal_decoded_ones(root: Path) -> None:
+def test_samples_from_the_cache_equal_decoded_ones(root: Path) -> None:
     cache = prepare_cache(root, 32, show_progress=False).cache
     source = open_dataset(root)
-    eval_tf = EvalTransform(32, MEAN, STD)
-    decoded = SegmentationDataset(source, "test", eval_tf)
-    cached = SegmentationDataset(source, "test", eval_tf, cache=cache.split("test"))
-    assert len(decoded) == len(cached) > 0
-    for i in range(len(decoded)):
-        (img_a, mask_a), (img_b, mask_b) = decoded[i], cached[i]
-        assert torch.equal(img_a, img_b)
-        assert torch.equal(mask_a, mask_b)
+    for split in source.splits():
+        decoded = SegmentationDataset(source, split, 32)
+        cached = SegmentationDataset(source, split, 32, cache=cache.split(split))
+        assert len(decoded) == len(cached) > 0
+        for i in range(len(decoded)):
+            (img_a, mask_a), (img_b, mask_b) = decoded[i], cached[i]
+            assert img_a.dtype == mask_a.dtype == torch.uint8
+            assert img_a.shape == (32, 32, 3)
+            assert torch.equal(img_a, img_b)
+            assert torch.equal(mask_a, mask_b)
 
 
-def test_training_samples_match_decoding_for_the_same_seed(root: Path) -> None:
-    # Cached at the photos' own size, the augmentation sees exactly the decoded arrays.
-    cache = prepare_cache(root, 48, show_progress=False).cache
-    source = open_dataset(root)
-    train_tf = TrainTransform(32, MEAN, STD, color_jitter=0.3)
-    decoded = SegmentationDataset(source, "train", train_tf)
-    cached = SegmentationDataset(source, "train", train_tf, cache=cache.split("train"))
-    torch.manual_seed(7)
-    first = [decoded[i] for i in range(len(decoded))]
-    torch.manual_seed(7)
-    second = [cached[i] for i in range(len(cached))]
-    for (img_a, mask_a), (img_b, mask_b) in zip(first, second, strict=True):
+def test_a_cache_of_another_size_is_refused(root: Path) -> None:
+    cache = prepare_cache(root, 32, show_progress=False).cache
+    with pytest.raises(ValueError, match="32 px"):
+        SegmentationDataset(open_dataset(root), "train", 40, cache=cache.split("train"))
+
+
+def test_training_batches_match_decoding_for_the_same_seed(root: Path, tiny_project: Path) -> None:
+    prepare_cache(root, 32, show_progress=False)
+
+    def batches(cache: str, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = DataConfig.from_mapping({"image_size": 32, "batch_size": 4, "cache": cache})
+        dm = SegmentationDataModule(cfg, project_root=tiny_project)
+        dm.setup("fit")
+        assert (dm.cache is not None) == (cache == "auto")
+        assert dm.train_set is not None
+        loader = torch.utils.data.DataLoader(dm.train_set, batch_size=4)
+        generator = torch.Generator().manual_seed(seed)
+        return [dm.batch_preprocess(b, train=True, generator=generator) for b in loader]
+
+    decoded, cached = batches("off", 7), batches("auto", 7)
+    for (img_a, mask_a), (img_b, mask_b) in zip(decoded, cached, strict=True):
         assert torch.equal(img_a, img_b)
         assert torch.equal(mask_a, mask_b)
-    torch.manual_seed(8)
-    assert not torch.equal(cached[0][0], first[0][0])  # augmentation still varies per draw
+    assert not torch.equal(batches("auto", 8)[0][0], cached[0][0])  # the draw still varies
 
 
 def test_datamodule_reads_the_cache_only_at_its_size(root: Path, tiny_project: Path) -> None:
@@ -109,8 +117,12 @@ def test_datamodule_reads_the_cache_only_at_its_size(root: Path, tiny_project: P
     assert module(cache="off").cache is None
     assert module(image_size=40).cache is None
     images, masks = next(iter(dm.train_dataloader()))
-    assert images.shape == (4, 3, 32, 32)
-    assert masks.dtype == torch.int64
+    assert images.shape == (4, 32, 32, 3)
+    assert images.dtype == masks.dtype == torch.uint8
+    x, y = dm.batch_preprocess((images, masks), train=True)
+    assert x.shape == (4, 3, 32, 32)
+    assert x.dtype == torch.float32
+    assert y.dtype == torch.int64
 
 
 def test_cache_dir_can_live_outside_the_data(root: Path, tiny_project: Path) -> None:
