@@ -53,10 +53,10 @@ def main() -> None:
     }
     quantized = {}
     for name, settings in variants.items():
-        r = quantize_onnx(fp32, args.out / f"model.{name}.onnx", settings, max_miou_drop=1.0)
-        quantized[name] = r.path
-        drop = f"mIoU {r.fp32.miou:.4f} -> {r.int8.miou:.4f}"
-        print(f"{name}: {drop}, agreement {r.pixel_agreement:.4f}")
+        done = quantize_onnx(fp32, args.out / f"model.{name}.onnx", settings, max_miou_drop=1.0)
+        quantized[name] = done.path
+        drop = f"mIoU {done.fp32.miou:.4f} -> {done.int8.miou:.4f}"
+        print(f"{name}: {drop}, agreement {done.pixel_agreement:.4f}")
 
     all_threads = torch.get_num_threads()
     runs: dict[str, Callable[[np.ndarray], object]] = {}

@@ -256,26 +256,36 @@ class LoaderSettings:
         return kwargs
 
 
-def auto_num_workers(cuda: bool, cpu_count: int | None = None, ranks: int = 1) -> int:
+def auto_num_workers(
+    cuda: bool, cpu_count: int | None = None, ranks: int = 1, cached: bool = False
+) -> int:
     """Return the worker count ``num_workers: auto`` means.
 
-    A GPU waits for its batches, so it gets up to 8 workers, keeping one core for the main
-    process. On a CPU the model's own threads already use every core, and a worker steals
-    one from them: none below 4 cores per process, then one per 4 cores, at most 2.
+    A GPU waits for its batches, so it gets up to 8 workers decoding photos, keeping one core
+    for the main process. On a CPU the model's own threads already use every core, and a
+    worker steals one from them: none below 4 cores per process, then one per 4 cores, at
+    most 2. Reading the packed cache costs less than handing a batch between processes
+    (``benchmarks/data_loading.py``): a GPU gets at most 2 workers to overlap reads with its
+    steps, and a CPU none.
 
     Args:
         cuda: Whether training runs on a CUDA device.
         cpu_count: Cores available (default: ``os.cpu_count()``).
         ranks: Training processes sharing this machine's cores.
+        cached: Whether pairs come from the packed cache of ``cmi data prepare``.
     """
     cores = max(1, (cpu_count or os.cpu_count() or 1) // max(1, ranks))
     if cuda:
-        return max(0, min(8, cores - 1))
-    return 0 if cores < 4 else min(2, cores // 4)
+        return max(0, min(2 if cached else 8, cores - 1))
+    return 0 if cores < 4 or cached else min(2, cores // 4)
 
 
 def resolve_loader_settings(
-    cfg: DataConfig, cuda: bool, cpu_count: int | None = None, ranks: int = 1
+    cfg: DataConfig,
+    cuda: bool,
+    cpu_count: int | None = None,
+    ranks: int = 1,
+    cached: bool = False,
 ) -> LoaderSettings:
     """Turn the config's loader keys, ``auto`` included, into concrete settings.
 
@@ -287,9 +297,10 @@ def resolve_loader_settings(
         cuda: Whether batches go to a CUDA device.
         cpu_count: Cores available (default: ``os.cpu_count()``).
         ranks: Training processes sharing this machine's cores.
+        cached: Whether pairs come from the packed cache of ``cmi data prepare``.
     """
     workers = (
-        auto_num_workers(cuda, cpu_count, ranks)
+        auto_num_workers(cuda, cpu_count, ranks, cached)
         if cfg.num_workers == "auto"
         else int(cfg.num_workers)
     )

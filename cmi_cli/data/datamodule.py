@@ -191,7 +191,9 @@ class SegmentationDataModule(L.LightningDataModule):
             ranks = max(1, int(getattr(trainer, "num_devices", 1)))
         else:
             cuda, ranks = torch.cuda.is_available(), 1
-        return resolve_loader_settings(self.cfg, cuda=cuda, ranks=ranks)
+        return resolve_loader_settings(
+            self.cfg, cuda=cuda, ranks=ranks, cached=self.cache is not None
+        )
 
     def _loader(self, dataset: SegmentationDataset | None, train: bool) -> DataLoader:
         if dataset is None:

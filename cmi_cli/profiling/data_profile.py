@@ -19,7 +19,7 @@ import os
 import pstats
 import statistics
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,7 +200,7 @@ def _endless(loader: Any) -> Generator[Any, None, None]:
 
 
 def measure_loaders(
-    datasets: dict[str, Dataset[Any]],
+    datasets: Mapping[str, Dataset[Any]],
     batch_size: int,
     workers: int,
     batches: int,

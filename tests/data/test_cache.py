@@ -236,6 +236,9 @@ def test_loader_settings_resolve_auto_per_device() -> None:
     assert (small.num_workers, small.pin_memory, small.persistent_workers) == (0, False, False)
     assert small.loader_kwargs() == {"num_workers": 0, "pin_memory": False}
     assert resolve_loader_settings(auto, cuda=False, cpu_count=16).num_workers == 2
+    # Reading the cache is cheaper than handing batches between processes.
+    assert resolve_loader_settings(auto, cuda=True, cpu_count=16, cached=True).num_workers == 2
+    assert resolve_loader_settings(auto, cuda=False, cpu_count=16, cached=True).num_workers == 0
     explicit = DataConfig(num_workers=3, pin_memory=False, persistent_workers=False)
     settings = resolve_loader_settings(explicit, cuda=True, cpu_count=16)
     assert (settings.num_workers, settings.pin_memory, settings.persistent_workers) == (

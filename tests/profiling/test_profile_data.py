@@ -7,6 +7,7 @@ import pstats
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cmi_cli.cli.app import app
@@ -32,6 +33,8 @@ def test_profile_of_the_decoding_loader(tiny_project: Path) -> None:
     cumulative = [h.cumulative_s for h in profile.hotspots]
     assert cumulative == sorted(cumulative, reverse=True)
     assert 0 < profile.read_share <= 1
+    assert profile.augment_per_s["cpu"] > 0
+    assert ("cuda" in profile.augment_per_s) == torch.cuda.is_available()
     assert profile.recommended == {
         "num_workers": 0,
         "persistent_workers": False,
@@ -81,6 +84,7 @@ def test_cli_profiles_the_data_pipeline(tiny_project: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--out", str(out)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "decode images/s" in result.output
+    assert "per-batch augmentation and normalisation on cpu" in result.output
     assert "recommended" in result.output
     assert "data.num_workers=0" in result.output
     assert (out / "data_profile.json").is_file()
