@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cmi_cli import __version__
 from cmi_cli.cli import later
-from cmi_cli.cli.app import CmiGroup, app
+from cmi_cli.cli.app import CmiGroup, app, reflow
 
 runner = CliRunner()
 
@@ -47,6 +47,15 @@ def test_data_help_lists_its_commands() -> None:
     assert result.exit_code == 0
     for name in DATA_COMMANDS:
         assert f" {name} " in result.output, name
+
+
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source() -> None:
+    text = "Short line.\n\n    Second paragraph\n    goes on.\n\n    \b\n    kept\n    as is\n    "
+    assert reflow(text) == "Short line.\n\nSecond paragraph goes on.\n\n\b\nkept\nas is"
+    wide = CliRunner().invoke(app, ["prune", "--help"], env={"COLUMNS": "200"})
+    assert wide.exit_code == 0
+    # The docstring breaks this sentence after "validation"; the help must not.
+    assert "and validation mIoU before and after" in wide.output
 
 
 def test_version() -> None:

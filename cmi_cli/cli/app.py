@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from typing import Annotated, Any
 
 import typer
@@ -19,8 +20,14 @@ class CmiGroup(TyperGroup):
     """Root group that turns :class:`CmiError` into one line and an exit status.
 
     Catching here (rather than in ``main``) means Typer's test runner sees the same
-    behaviour as the real executable.
+    behaviour as the real executable. It also reflows every command's help text, as
+    Typer's rich help keeps a docstring's line breaks, which wraps raggedly on a terminal
+    narrower than the source.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reflow_help(self)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         """Run the command, reporting user errors without a traceback unless verbose."""
@@ -61,6 +68,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def reflow(text: str) -> str:
+    """Join the lines of each paragraph of a help text into one line.
+
+    Paragraphs are separated by blank lines; one starting with Click's keep-as-is mark (a
+    backspace character) or holding indented lines is left alone.
+    """
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if p.startswith("\b") or "\n " in p else " ".join(p.split("\n")) for p in paragraphs
+    )
+
+
+def _reflow_help(command: Any) -> None:
+    if getattr(command, "help", None):
+        command.help = reflow(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_help(sub)
 
 
 def escape(text: str) -> str:
