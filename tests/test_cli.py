@@ -147,6 +147,22 @@ def test_cli_startup_imports_no_heavy_library() -> None:
     assert loaded == []
 
 
+def test_start_up_modules_keep_real_annotations() -> None:
+    # String annotations make Typer compile and evaluate every signature on each run.
+    from pathlib import Path
+
+    import cmi_cli.cli
+
+    folder = Path(cmi_cli.cli.__file__).parent
+    lazy = [
+        p.name
+        for p in folder.glob("*.py")
+        if p.name != "docs_gen.py"
+        and "from __future__ import annotations" in p.read_text().splitlines()
+    ]
+    assert lazy == []
+
+
 def test_python_dash_m_runs_the_cli() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cmi_cli", "--version"],

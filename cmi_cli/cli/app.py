@@ -1,7 +1,5 @@
 """The root ``cmi`` application: global options, error handling, and command registration."""
 
-from __future__ import annotations
-
 import importlib
 import importlib.util
 import inspect

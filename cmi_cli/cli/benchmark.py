@@ -1,7 +1,5 @@
 """``cmi benchmark``: every format of a model side by side on this machine."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """``cmi data``: make, bring in, check, describe and version datasets."""
 
-from __future__ import annotations
-
 import json
 from enum import Enum
 from pathlib import Path

@@ -1,7 +1,5 @@
 """``cmi export``: turn a checkpoint into a deployable model (``cmi export onnx``)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

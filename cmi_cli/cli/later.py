@@ -5,8 +5,6 @@ with "not available yet" instead of pretending to work. A command moves out of t
 its own module when it is implemented.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 import typer

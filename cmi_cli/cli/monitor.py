@@ -1,7 +1,5 @@
 """``cmi drift-check``: compare current inputs and predictions with the model's reference."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Annotated

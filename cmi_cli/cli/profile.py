@@ -1,7 +1,5 @@
 """``cmi profile``: where time and memory go in training, inference and data loading."""
 
-from __future__ import annotations
-
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -117,7 +115,7 @@ def profile_cmd(
         _report_torch(profile_training(cfg, Path.cwd(), steps=steps or 5, out_dir=out_dir))
 
 
-def _report_torch(result: TorchProfile) -> None:
+def _report_torch(result: "TorchProfile") -> None:
     from cmi_cli.profiling.torch_profile import render_top_ops
 
     render_top_ops(result, out_console())
@@ -128,7 +126,7 @@ def _report_torch(result: TorchProfile) -> None:
     info(f"table: {result.table}")
 
 
-def _profile_data(cfg: DictConfig, workers: list[int], batches: int, out_dir: Path) -> None:
+def _profile_data(cfg: "DictConfig", workers: list[int], batches: int, out_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     from cmi_cli.data.config import DataConfig

@@ -1,7 +1,5 @@
 """``cmi init``, ``cmi quickstart`` and ``cmi info``: whole-project commands."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """``cmi prune``: structured channel pruning of a checkpoint, with before/after measurements."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -67,7 +65,7 @@ def prune_cmd(
     info(f"wrote {result.path}")
 
 
-def render_prune_result(result: PruneResult, console: Console) -> None:
+def render_prune_result(result: "PruneResult", console: "Console") -> None:
     """Print parameters, GFLOPs, latency and mIoU before and after pruning."""
     from rich.table import Table
 

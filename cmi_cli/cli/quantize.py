@@ -1,7 +1,5 @@
 """``cmi quantize``: an fp32 ONNX model to int8, with the accuracy and speed it traded."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -113,7 +111,7 @@ def quantize_cmd(
     info(f"wrote {result.path}")
 
 
-def render_quantize_result(result: QuantizeResult, console: Console) -> None:
+def render_quantize_result(result: "QuantizeResult", console: "Console") -> None:
     """Print the fp32 versus int8 table."""
     from rich.table import Table
 

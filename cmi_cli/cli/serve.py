@@ -1,7 +1,5 @@
 """``cmi serve``: the HTTP API, web page, metrics and prediction log for a model."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

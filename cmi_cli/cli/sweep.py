@@ -1,7 +1,5 @@
 """``cmi sweep``: hyperparameter search from one W&B-format spec, with Optuna or W&B."""
 
-from __future__ import annotations
-
 from enum import Enum
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """``cmi train`` and ``cmi evaluate``."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
