@@ -85,14 +85,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
             "parameters": cost["num_parameters"],
             f"gflops@{size}x{size}": round(cost["gflops"], 3),
         },
-        "classes": {
-            "count": lineage.get("num_classes"),
-            "names": lineage.get("class_names"),
-        },
-        "preprocessing": lineage.get("preprocessing"),
-        "data": lineage.get("data"),
-        "code": lineage.get("code"),
-        "metrics": lineage.get("metrics"),
+        **_provenance(lineage),
         "config": lineage.get("config"),
     }
     if "prune" in lineage:
@@ -129,17 +122,21 @@ def describe_onnx(path: Path) -> dict[str, Any]:
             "outputs": ", ".join(f"{o.name} {o.type} {o.shape}" for o in session.get_outputs()),
             "producer": session.get_modelmeta().producer_name,
         },
-        "classes": {
-            "count": lineage.get("num_classes"),
-            "names": lineage.get("class_names"),
-        },
+        **_provenance(lineage),
+        "parent": {k: v for k, v in lineage.get("parent", {}).items() if k != "code"},
+        "export": _export_summary(lineage.get("export", {})),
+        "config": lineage.get("config"),
+    }
+
+
+def _provenance(lineage: dict[str, Any]) -> dict[str, Any]:
+    """What any model artifact says of where it came from: classes, inputs, data, code, scores."""
+    return {
+        "classes": {"count": lineage.get("num_classes"), "names": lineage.get("class_names")},
         "preprocessing": lineage.get("preprocessing"),
         "data": lineage.get("data"),
         "code": lineage.get("code"),
         "metrics": lineage.get("metrics"),
-        "parent": {k: v for k, v in lineage.get("parent", {}).items() if k != "code"},
-        "export": _export_summary(lineage.get("export", {})),
-        "config": lineage.get("config"),
     }
 
 

@@ -207,7 +207,5 @@ class BatchPreprocess:
         """Turn a loader batch into ``(float32 [B, 3, S, S], int64 [B, S, S])`` model input."""
         images, masks = batch
         if train:
-            x, y = self.augment(images, masks, generator)
-        else:
-            x, y = to_float_chw(images), masks.to(torch.int64)
-        return normalize_batch(x, self.mean, self.std), y
+            images, masks = self.augment(images, masks, generator)
+        return normalize_batch(images, self.mean, self.std), masks.to(torch.int64)

@@ -36,7 +36,7 @@ import numpy as np
 
 from cmi_cli.console import err_console, is_quiet
 from cmi_cli.data.layout import DatasetSource, Item, open_dataset
-from cmi_cli.data.transforms import resize_image, resize_mask
+from cmi_cli.data.transforms import resize_pair
 from cmi_cli.errors import DataError, UsageError
 
 FORMAT = "cmi-packed-cache/1"
@@ -351,8 +351,7 @@ def _write_arrays(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     def load(item: Item) -> tuple[np.ndarray, np.ndarray]:
-        image, mask = source.read(item)
-        return resize_image(image, size, size), resize_mask(mask, size, size)
+        return resize_pair(*source.read(item), size)
 
     with (
         Progress(

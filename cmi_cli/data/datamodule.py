@@ -6,6 +6,7 @@ Imports torch and Lightning at module level: only training code imports this mod
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ class SegmentationDataModule(L.LightningDataModule):
             )
         return dataset
 
-    @property
+    @cached_property
     def batch_preprocess(self) -> BatchPreprocess:
         """The per-batch augmentation and normalisation this config asks for."""
         aug, cfg = self.cfg.augment, self.cfg

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from cmi_cli.data.cache import PackedSplit
 from cmi_cli.data.layout import DatasetSource, Item
-from cmi_cli.data.transforms import resize_image, resize_mask
+from cmi_cli.data.transforms import resize_pair
 
 
 class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -61,10 +61,9 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         """Return pair ``index`` as writable ``(image SxSx3 uint8, mask SxS uint8)`` arrays."""
         if self.cache is not None:
             return self.cache.read(index)
-        image, mask = self.source.read(self.items[index])
-        s = self.image_size
+        image, mask = resize_pair(*self.source.read(self.items[index]), self.image_size)
         # np.array: decoded arrays may be read-only views of Pillow's buffers.
-        return np.array(resize_image(image, s, s)), np.array(resize_mask(mask, s, s))
+        return np.array(image), np.array(mask)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.read(index)

@@ -306,3 +306,21 @@ def default_val_split(source: DatasetSource) -> str:
     preferred = ["test", "validation"] if source.kind == "folder" else ["validation", "test"]
     present = source.splits()
     return next((s for s in preferred if s in present), preferred[0])
+
+
+def open_split(
+    root: Path, split: str | None = None, hint: str = "Pass a split the dataset has"
+) -> tuple[DatasetSource, str]:
+    """Open a dataset and name the split to read (default: its validation split).
+
+    Raises:
+        DataError: If the dataset is missing or has no such split.
+    """
+    source = open_dataset(Path(root))
+    split = split or default_val_split(source)
+    if split not in source.splits():
+        raise DataError(
+            f"dataset {root} has no {split!r} split (it has: {', '.join(source.splits())})",
+            hint=hint,
+        )
+    return source, split

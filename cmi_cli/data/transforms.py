@@ -29,6 +29,14 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
 
 
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squash a pair to ``size x size``: the image bilinearly, the mask with nearest neighbour.
+
+    What ``cmi data prepare`` packs, what the training loaders yield and what evaluation sees.
+    """
+    return resize_image(image, size, size), resize_mask(mask, size, size)
+
+
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Scale 0..255 RGB to 0..1, subtract ``mean``, divide by ``std``; return float32 CHW."""
     m = np.asarray(mean, dtype=np.float32) * 255
@@ -47,6 +55,5 @@ class EvalTransform:
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(image float32 [3, S, S], mask int64 [S, S])``."""
-        s = self.image_size
-        img = resize_image(image, s, s)
-        return normalize(img, self.mean, self.std), resize_mask(mask, s, s).astype(np.int64)
+        img, out = resize_pair(image, mask, self.image_size)
+        return normalize(img, self.mean, self.std), out.astype(np.int64)

@@ -207,16 +207,10 @@ def compute_features(
     from rich.progress import Progress
 
     from cmi_cli.console import err_console, is_quiet
-    from cmi_cli.data.layout import default_val_split, open_dataset
+    from cmi_cli.data.layout import open_split
     from cmi_cli.data.transforms import normalize, resize_image, resize_mask
 
-    source = open_dataset(Path(data_root))
-    split = split or default_val_split(source)
-    if split not in source.splits():
-        raise DataError(
-            f"dataset {data_root} has no {split!r} split (it has: {', '.join(source.splits())})",
-            hint="Pass a split the dataset has",
-        )
+    source, split = open_split(Path(data_root), split)
     items = [it for it in source.items(split) if it.complete][:limit]
     if not items:
         raise DataError(f"split {split!r} of {data_root} has no images", hint="Check the dataset")

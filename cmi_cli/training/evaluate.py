@@ -76,16 +76,10 @@ def evaluate_predictor(
 
     from cmi_cli.data.batch_transforms import normalize_batch
     from cmi_cli.data.dataset import SegmentationDataset
-    from cmi_cli.data.layout import default_val_split, open_dataset
+    from cmi_cli.data.layout import open_split
     from cmi_cli.training.metrics import compute_metrics, update_confusion
 
-    source = open_dataset(Path(data_root))
-    split = split or default_val_split(source)
-    if split not in source.splits():
-        raise DataError(
-            f"dataset {data_root} has no {split!r} split (it has: {', '.join(source.splits())})",
-            hint="Pass --split with one of those",
-        )
+    source, split = open_split(Path(data_root), split, hint="Pass --split with one of those")
     class_names = list(lineage["class_names"])
     if len(source.class_names) != len(class_names):
         raise DataError(
