@@ -153,8 +153,11 @@ def build_module(cfg: DictConfig, dm: Any, project_root: Path) -> Any:
             "dvc_md5": data_version(dm.root),
             "train_split": dm.cfg.train_split,
             "val_split": dm.val_split,
+            "test_split": dm.test_split,
             "num_train": len(dm.train_set),
             "num_val": len(dm.val_set),
+            # Which training pairs were held back to pick checkpoints (None: a stored split).
+            "validation": carve.to_dict() if (carve := dm.validation_carve) else None,
         },
         project_root=project_root,
     )
