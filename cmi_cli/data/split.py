@@ -8,8 +8,8 @@ into the model, so validation is carved out of ``train`` instead:
   files ``train/00017.jpg`` and ``.png`` in the folder layout, and the same built from the
   image's stored file name in the parquet export (its row key ``train-00017`` when the export
   stores no file names);
-* the ``round(fraction * n)`` pairs with the smallest numbers (at least :data:`MIN_VAL_ITEMS`,
-  and never every pair) form the validation split named ``val``; the rest stay ``train``.
+* the ``round(fraction * n)`` pairs with the smallest numbers (at least :data:`MIN_VAL_ITEMS`
+  while that is no more than a quarter of them, and never every pair) form the validation split named ``val``; the rest stay ``train``.
 
 sha1 is the same on every machine and Python version (unlike ``hash()``), and ranking by it
 ignores the order files are listed in. The split name says the fraction when it is not the
@@ -42,12 +42,14 @@ def name_rank(name: str) -> int:
 def val_count(total: int, fraction: float) -> int:
     """Return how many of ``total`` training pairs go to validation.
 
-    ``round(fraction * total)``, raised to :data:`MIN_VAL_ITEMS` so a small sample still has a
-    few validation images, and capped so at least one pair is left to train on.
+    ``round(fraction * total)``, raised to :data:`MIN_VAL_ITEMS` (but to no more than a
+    quarter of the pairs) so a small sample still has a few validation images, and to at
+    least one; at least one pair is always left to train on.
     """
     if total < 2:
         return 0
-    return min(total - 1, max(MIN_VAL_ITEMS, round(fraction * total)))
+    wanted = max(round(fraction * total), min(MIN_VAL_ITEMS, total // 4), 1)
+    return min(total - 1, wanted)
 
 
 def check_fraction(fraction: Any) -> float:

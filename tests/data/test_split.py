@@ -59,6 +59,8 @@ def test_choice_is_the_smallest_sha1_of_names_not_pythons_hash() -> None:
 def test_small_train_splits_still_get_a_few_validation_pairs() -> None:
     assert val_count(12, 0.1) == 3
     assert val_count(2, 0.1) == 1
+    assert val_count(4, 0.1) == 1
+    assert val_count(9, 0.1) == 2
     assert val_count(4983, 0.1) == 498
     train, val = carve_validation(_items(12), 0.1)
     assert len(val) == 3 and len(train) == 9
