@@ -64,19 +64,69 @@ def _bands(logits: np.ndarray, height: int, width: int, band_bytes: int):  # typ
         yield slice(start, stop), band
 
 
+def _interpolate_plane(plane: np.ndarray, rows: slice, y: tuple, x: tuple) -> np.ndarray:  # type: ignore[type-arg]
+    """Bilinearly sample one ``[h, w]`` plane at the output rows ``rows`` (all columns)."""
+    y_low, y_high, y_weight = (v[rows] for v in y)
+    x_low, x_high, x_weight = x
+    top, bottom = plane[y_low], plane[y_high]
+    vertical = top + (bottom - top) * y_weight[:, None]
+    left = vertical[:, x_low]
+    return left + (vertical[:, x_high] - left) * x_weight
+
+
+def _exact(
+    hwc: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    y: tuple,
+    x: tuple,  # type: ignore[type-arg]
+) -> np.ndarray:
+    """Return the interpolated ``[C, n]`` logits at output pixels ``(ys, xs)``.
+
+    ``hwc`` is the logits as ``[h, w, C]``, so each gathered pixel is one contiguous row.
+    """
+    y_low, y_high, y_weight = (v[ys] for v in y)
+    x_low, x_high, x_weight = (v[xs] for v in x)
+    p00, p01 = hwc[y_low, x_low], hwc[y_low, x_high]
+    p10, p11 = hwc[y_high, x_low], hwc[y_high, x_high]
+    top = p00 + (p01 - p00) * x_weight[:, None]
+    bottom = p10 + (p11 - p10) * x_weight[:, None]
+    return (top + (bottom - top) * y_weight[:, None]).T
+
+
+def _max_softmax(z: np.ndarray) -> np.ndarray:
+    """Return the max softmax probability along axis 0 (``z`` is overwritten)."""
+    z -= z.max(axis=0)
+    np.exp(z, out=z)
+    return (1.0 / z.sum(axis=0)).astype(np.float32)
+
+
 def upsample_argmax(
-    logits: np.ndarray, height: int, width: int, band_bytes: int = BAND_BYTES
+    logits: np.ndarray,
+    height: int,
+    width: int,
+    exact: bool = False,
+    band_bytes: int = BAND_BYTES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Upsample ``[C, h, w]`` logits bilinearly to ``height x width`` and take the argmax.
 
-    Equal (up to float rounding) to ``F.interpolate(logits[None], (height, width),
-    mode="bilinear", align_corners=False)[0]`` followed by argmax and max softmax, without
-    ever holding the full-size ``[C, height, width]`` volume.
+    The mask equals ``F.interpolate(logits[None], (height, width), mode="bilinear",
+    align_corners=False)[0].argmax(0)`` (up to float rounding in near-ties), without ever
+    holding the full-size ``[C, height, width]`` volume.
+
+    Where the four model pixels around an output pixel agree on the class, the interpolated
+    logits (a convex blend of four vectors that share their argmax) have that argmax too, so
+    only pixels near a boundary need all ``C`` scores: a photo costs about what its boundary
+    band costs. Confidence (max softmax probability) is computed from the interpolated
+    logits at those boundary pixels; inside a region it is the bilinear interpolation of the
+    model-grid confidence (within a few hundredths), unless ``exact`` asks for the softmax
+    at every pixel (a few times slower).
 
     Args:
         logits: Class scores ``[C, h, w]`` (any float dtype), C at most 256.
         height: Output rows (the photo's height).
         width: Output columns (the photo's width).
+        exact: Compute every pixel from all ``C`` interpolated scores.
         band_bytes: Rough memory bound for the float32 work arrays.
 
     Returns:
@@ -89,13 +139,50 @@ def upsample_argmax(
     arr = _check(logits, height, width)
     mask = np.empty((height, width), dtype=np.uint8)
     confidence = np.empty((height, width), dtype=np.float32)
-    for rows, band in _bands(arr, height, width, band_bytes):
-        mask[rows] = band.argmax(axis=0)
-        top = band.max(axis=0)
-        band -= top
-        np.exp(band, out=band)
-        confidence[rows] = 1.0 / band.sum(axis=0)
+    if exact:
+        for rows, band in _bands(arr, height, width, band_bytes):
+            mask[rows] = band.argmax(axis=0)
+            confidence[rows] = _max_softmax(band)
+        return mask, confidence
+    labels = arr.argmax(axis=0).astype(np.uint8)
+    grid_confidence = _max_softmax(arr.astype(np.float32))
+    for rows, ys, xs, z in _boundaries(arr, labels, height, width, band_bytes, mask):
+        confidence[rows] = _interpolate_plane(
+            grid_confidence, rows, *_positions(arr, height, width)
+        )
+        if z is not None:
+            mask[rows][ys, xs] = z.argmax(axis=0)
+            confidence[rows][ys, xs] = _max_softmax(z)
     return mask, confidence
+
+
+def _positions(arr: np.ndarray, height: int, width: int) -> tuple[tuple, tuple]:  # type: ignore[type-arg]
+    return source_positions(height, arr.shape[1]), source_positions(width, arr.shape[2])
+
+
+def _boundaries(  # type: ignore[no-untyped-def]
+    arr: np.ndarray, labels: np.ndarray, height: int, width: int, band_bytes: int, mask: np.ndarray
+):
+    """Fill ``mask`` band by band from the corner labels; yield each band's boundary pixels.
+
+    Yields ``(rows, ys, xs, logits [C, n] or None)`` with ``ys, xs`` the band-relative
+    positions of pixels whose four corners disagree and their interpolated logits.
+    """
+    y, x = _positions(arr, height, width)
+    hwc = np.ascontiguousarray(arr.transpose(1, 2, 0), dtype=np.float32)
+    y_low, y_high, _ = y
+    x_low, x_high, _ = x
+    # Up to every pixel of a band may be a boundary pixel, with six [n, C] work arrays.
+    rows_per_band = max(1, band_bytes // (6 * 4 * arr.shape[0] * width))
+    for start in range(0, height, rows_per_band):
+        rows = slice(start, min(height, start + rows_per_band))
+        top, bottom = labels[y_low[rows]], labels[y_high[rows]]
+        a, b = top[:, x_low], top[:, x_high]
+        c, d = bottom[:, x_low], bottom[:, x_high]
+        mask[rows] = a
+        ys, xs = np.nonzero((a != b) | (a != c) | (a != d))
+        z = _exact(hwc, ys + start, xs, y, x) if len(ys) else None
+        yield rows, ys, xs, z
 
 
 def upsample_labels(
@@ -104,6 +191,8 @@ def upsample_labels(
     """Return only the mask of :func:`upsample_argmax` (cheaper: no softmax)."""
     arr = _check(logits, height, width)
     mask = np.empty((height, width), dtype=np.uint8)
-    for rows, band in _bands(arr, height, width, band_bytes):
-        mask[rows] = band.argmax(axis=0)
+    labels = arr.argmax(axis=0).astype(np.uint8)
+    for rows, ys, xs, z in _boundaries(arr, labels, height, width, band_bytes, mask):
+        if z is not None:
+            mask[rows][ys, xs] = z.argmax(axis=0)
     return mask
