@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 BAND_BYTES = 32 * 2**20
+Positions = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def source_positions(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def source_positions(out_size: int, in_size: int) -> Positions:
     """Return, per output index, the two source indices and the weight of the second.
 
     The half-pixel rule of ``align_corners=False``: ``src = (dst + 0.5) * in / out - 0.5``,
@@ -64,7 +65,7 @@ def _bands(logits: np.ndarray, height: int, width: int, band_bytes: int):  # typ
         yield slice(start, stop), band
 
 
-def _interpolate_plane(plane: np.ndarray, rows: slice, y: tuple, x: tuple) -> np.ndarray:  # type: ignore[type-arg]
+def _interpolate_plane(plane: np.ndarray, rows: slice, y: Positions, x: Positions) -> np.ndarray:
     """Bilinearly sample one ``[h, w]`` plane at the output rows ``rows`` (all columns)."""
     y_low, y_high, y_weight = (v[rows] for v in y)
     x_low, x_high, x_weight = x
@@ -78,8 +79,8 @@ def _exact(
     hwc: np.ndarray,
     ys: np.ndarray,
     xs: np.ndarray,
-    y: tuple,
-    x: tuple,  # type: ignore[type-arg]
+    y: Positions,
+    x: Positions,
 ) -> np.ndarray:
     """Return the interpolated ``[C, n]`` logits at output pixels ``(ys, xs)``.
 
@@ -156,7 +157,7 @@ def upsample_argmax(
     return mask, confidence
 
 
-def _positions(arr: np.ndarray, height: int, width: int) -> tuple[tuple, tuple]:  # type: ignore[type-arg]
+def _positions(arr: np.ndarray, height: int, width: int) -> tuple[Positions, Positions]:
     return source_positions(height, arr.shape[1]), source_positions(width, arr.shape[2])
 
 
