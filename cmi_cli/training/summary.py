@@ -31,7 +31,14 @@ def render_train_result(result: Any, console: Console) -> None:
 def render_eval_result(result: Any, console: Console) -> None:
     """Print an evaluation: the headline metrics, then the five best and worst classes."""
     scores = result.scores
-    table = Table(title=f"{result.model_path.name} on {result.split} ({result.num_images} images)")
+    from cmi_cli.training.evaluate import RESOLUTION_TEXT, split_role
+
+    role = split_role(result.split)
+    label = result.split if role == result.split else f"{result.split} ({role})"
+    table = Table(
+        title=f"{result.model_path.name} on {label}, {result.num_images} images",
+        caption=f"scored at {RESOLUTION_TEXT.get(result.resolution, result.resolution)}",
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("mIoU", _fmt(scores.miou))
