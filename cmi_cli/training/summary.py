@@ -22,6 +22,11 @@ def render_train_result(result: Any, console: Console) -> None:
     best, final = metrics.get("best", {}), metrics.get("final", {})
     for key in ("val/miou", "val/pixel_acc", "val/mean_class_acc", "val/loss", "train/loss"):
         table.add_row(key, _fmt(best.get(key)), _fmt(final.get(key)))
+    test = metrics.get("test")
+    if test:
+        table.add_section()
+        for key in ("test/miou", "test/pixel_acc", "test/mean_class_acc"):
+            table.add_row(f"{key} ({test.get('split')}, held out)", _fmt(test.get(key)), "")
     console.print(table)
     console.print(f"run folder: {result.run_dir}")
     if result.best_ckpt:
