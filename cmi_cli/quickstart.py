@@ -136,7 +136,7 @@ def run_quickstart(
         result.artifacts["checkpoint"] = run.best_ckpt
         best = run.metrics.get("best", {})
         return (
-            f"{run.metrics.get('epochs_run')} epochs, best val mIoU "
+            f"{run.metrics.get('epochs_run')} epochs, best validation mIoU (carved from train) "
             f"{_fmt(best.get('val/miou'))} (epoch {run.metrics.get('best_epoch')}), "
             f"{run.run_dir.relative_to(directory)}"
         )
