@@ -155,7 +155,8 @@ def run_quickstart(
         )
         return (
             f"test mIoU {_fmt(ev.scores.miou)}, pixel accuracy "
-            f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} images"
+            f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} held-out images "
+            "at their own size"
         )
 
     def export() -> str:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _make import make_pairs, write_folder, write_parquet
 
 from cmi_cli.data.cache import prepare_cache
 from cmi_cli.data.config import DataConfig
@@ -22,7 +23,6 @@ from cmi_cli.data.split import (
 )
 from cmi_cli.data.stats import compute_stats
 from cmi_cli.errors import ConfigError, DataError
-from _make import make_pairs, write_folder, write_parquet
 
 
 def _items(n: int) -> list[Item]:
@@ -32,7 +32,8 @@ def _items(n: int) -> list[Item]:
 def test_validation_and_train_never_share_a_pair_and_cover_train() -> None:
     items = _items(500)
     train, val = carve_validation(items, 0.1)
-    assert len(val) == 50 and len(train) == 450
+    assert len(val) == 50
+    assert len(train) == 450
     assert not {i.key for i in train} & {i.key for i in val}
     assert {i.key for i in train} | {i.key for i in val} == {i.key for i in items}
 
@@ -63,7 +64,8 @@ def test_small_train_splits_still_get_a_few_validation_pairs() -> None:
     assert val_count(9, 0.1) == 2
     assert val_count(4983, 0.1) == 498
     train, val = carve_validation(_items(12), 0.1)
-    assert len(val) == 3 and len(train) == 9
+    assert len(val) == 3
+    assert len(train) == 9
 
 
 @pytest.mark.parametrize("bad", [0, -0.1, 0.7, "x", True])
@@ -95,7 +97,11 @@ def test_folder_and_parquet_layouts_carve_the_same_photos(tmp_path: Path) -> Non
     assert carved_folder.splits() == ["train", "val@0.2", "test"]
     assert carved_parquet.splits() == ["train", "val@0.2", "validation"]
     a, b = carved_folder.carve(), carved_parquet.carve()
-    assert (a.count, a.train_count, a.digest) == (b.count, b.train_count, b.digest) == (6, 24, a.digest)
+    assert (
+        (a.count, a.train_count, a.digest)
+        == (b.count, b.train_count, b.digest)
+        == (6, 24, a.digest)
+    )
     folder_images = [carved_folder.read(i)[1].tobytes() for i in carved_folder.items("val@0.2")]
     parquet_images = [carved_parquet.read(i)[1].tobytes() for i in carved_parquet.items("val@0.2")]
     assert sorted(folder_images) == sorted(parquet_images)
@@ -107,7 +113,8 @@ def test_open_split_rebuilds_the_carved_split_from_its_name(tiny_sample_master: 
     assert len(source.items("val")) == 3
     assert {i.split for i in source.items("val")} == {"train"}
     stored, test = open_split(tiny_sample_master, None)
-    assert test == "test" and not isinstance(stored, CarvedSource)
+    assert test == "test"
+    assert not isinstance(stored, CarvedSource)
 
 
 def test_datamodule_trains_without_validation_pairs_and_tests_on_test(tiny_project: Path) -> None:
@@ -115,15 +122,21 @@ def test_datamodule_trains_without_validation_pairs_and_tests_on_test(tiny_proje
 
     dm = SegmentationDataModule(DataConfig(image_size=32, batch_size=2, cache="off"))
     dm.setup("fit")
-    assert dm.val_split == "val" and dm.test_split == "test"
-    assert dm.train_set is not None and dm.val_set is not None and dm.test_set is not None
+    assert dm.val_split == "val"
+    assert dm.test_split == "test"
+    assert dm.train_set is not None
+    assert dm.val_set is not None
+    assert dm.test_set is not None
     train = {i.key for i in dm.train_set.items}
     val = {i.key for i in dm.val_set.items}
-    assert len(val) == 3 and len(train) == 9 and not train & val
+    assert len(val) == 3
+    assert len(train) == 9
+    assert not train & val
     assert all(k.startswith("train/") for k in val)
     assert all(i.key.startswith("test/") for i in dm.test_set.items)
     carve = dm.validation_carve
-    assert carve is not None and carve.count == 3
+    assert carve is not None
+    assert carve.count == 3
 
 
 def test_carved_split_reads_from_the_packed_cache_of_train(tiny_project: Path) -> None:
@@ -137,8 +150,10 @@ def test_carved_split_reads_from_the_packed_cache_of_train(tiny_project: Path) -
     cached.setup("fit")
     decoded = SegmentationDataModule(DataConfig(image_size=32, batch_size=2, cache="off"))
     decoded.setup("fit")
-    assert cached.val_set is not None and cached.val_set.cache is not None
-    assert decoded.val_set is not None and decoded.val_set.cache is None
+    assert cached.val_set is not None
+    assert cached.val_set.cache is not None
+    assert decoded.val_set is not None
+    assert decoded.val_set.cache is None
     assert [i.key for i in cached.val_set.items] == [i.key for i in decoded.val_set.items]
     for i in range(len(decoded.val_set)):
         for a, b in zip(cached.val_set.read(i), decoded.val_set.read(i), strict=True):
@@ -153,7 +168,8 @@ def test_stats_describe_the_carve(tiny_sample_master: Path, tmp_path: Path) -> N
     stats = compute_stats(tiny_sample_master, show_progress=False)
     assert stats.images == {"train": 12, "test": 4}
     assert stats.validation is not None
-    assert stats.validation["count"] == 3 and stats.validation["fraction"] == 0.1
+    assert stats.validation["count"] == 3
+    assert stats.validation["fraction"] == 0.1
     root = shutil.copytree(tiny_sample_master, tmp_path / "data")
     result = CliRunner().invoke(app, ["data", "stats", str(root), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output

@@ -83,14 +83,16 @@ def test_source_positions_follow_the_half_pixel_rule() -> None:
     low, high, weight = source_positions(8, 4)
     src = np.clip((np.arange(8) + 0.5) * 0.5 - 0.5, 0, None)
     np.testing.assert_allclose(low + weight, src)
-    assert high.max() == 3 and low.min() == 0
+    assert high.max() == 3
+    assert low.min() == 0
 
 
 def test_mask_has_the_photo_size_for_odd_sizes(tmp_path: Path) -> None:
     model = served(tmp_path, diagonal_logits())
     mask, confidence = model.segment_full(model.infer(np.zeros((1, 3, 16, 16), "f4"))[0][0], 37, 23)
     assert mask.shape == confidence.shape == (23, 37)
-    assert mask.dtype == np.uint8 and confidence.dtype == np.float32
+    assert mask.dtype == np.uint8
+    assert confidence.dtype == np.float32
     assert set(np.unique(mask)) == {0, 1}
     assert ((confidence >= 0.5) & (confidence <= 1)).all()
 
@@ -126,7 +128,7 @@ def test_a_huge_photo_never_holds_a_full_size_logit_volume() -> None:
     logits = np.zeros((104, 8, 8), dtype=np.float32)
     logits[3, :, 4:] = 5.0
     tracemalloc.start()
-    mask, confidence = upsample_argmax(logits, 1000, 1500, band_bytes=8 * 2**20)
+    mask, _confidence = upsample_argmax(logits, 1000, 1500, band_bytes=8 * 2**20)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert mask.shape == (1000, 1500)

@@ -14,6 +14,7 @@ from cmi_cli.cli.app import app
 from cmi_cli.config import compose_train_config
 from cmi_cli.data.layout import open_dataset
 from cmi_cli.data.split import CarvedSource, names_digest
+from cmi_cli.data.transforms import resize_mask
 from cmi_cli.training.evaluate import evaluate_checkpoint
 from cmi_cli.training.train import train
 
@@ -47,19 +48,25 @@ def test_monitor_metrics_come_from_the_carved_split_and_test_is_apart(
     val_reads = {s.split(":", 1)[1] for s in seen if s.startswith("val:")}
     train_reads = {s.split(":", 1)[1] for s in seen if s.startswith("train:")}
     test_reads = {s.split(":", 1)[1] for s in seen if s.startswith("test:")}
-    assert val_reads == val_keys and len(val_keys) == 3
+    assert val_reads == val_keys
+    assert len(val_keys) == 3
     assert not train_reads & val_keys
-    assert all(k.startswith("test/") for k in test_reads) and test_reads
+    assert all(k.startswith("test/") for k in test_reads)
+    assert test_reads
     # Lineage names the carve; metrics keep val and test apart.
     ckpt = torch.load(result.best_ckpt, map_location="cpu", weights_only=True)
     data = ckpt["cmi_lineage"]["data"]
-    assert data["val_split"] == "val" and data["test_split"] == "test"
+    assert data["val_split"] == "val"
+    assert data["test_split"] == "test"
     assert data["validation"]["names_sha1"] == names_digest(val_keys)
-    assert data["num_val"] == 3 and data["num_train"] == 9
+    assert data["num_val"] == 3
+    assert data["num_train"] == 9
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["monitor"] == "val/miou"
-    assert metrics["test"]["split"] == "test" and metrics["test"]["num_images"] == 4
-    assert "test/miou" in metrics["test"] and not any(k.startswith("test/") for k in metrics["best"])
+    assert metrics["test"]["split"] == "test"
+    assert metrics["test"]["num_images"] == 4
+    assert "test/miou" in metrics["test"]
+    assert not any(k.startswith("test/") for k in metrics["best"])
     card = (result.run_dir / "model_card.md").read_text()
     assert "test: held out, never used for selection" in card
     assert "| test/miou |" in card
@@ -73,7 +80,8 @@ def test_evaluate_defaults_to_test_at_the_annotations_own_size(tiny_project: Pat
     out = runner.invoke(app, ["evaluate", str(result.best_ckpt)], env={"COLUMNS": "160"})
     assert out.exit_code == 0, out.output
     report = json.loads((result.run_dir / "eval-best-test.json").read_text())
-    assert report["split"] == "test" and report["split_role"] == "test"
+    assert report["split"] == "test"
+    assert report["split_role"] == "test"
     assert report["resolution"] == "label"
     # Scored on the untouched 48 px masks, not the 32 px training squares.
     source = open_dataset(tiny_project / "data" / "foodseg103")
@@ -110,11 +118,10 @@ def test_label_resolution_upsamples_logits_not_the_mask(tiny_project: Path) -> N
     def predict(batch: np.ndarray) -> np.ndarray:
         out = np.zeros((len(batch), len(names), 16, 16), np.float32)
         for k in range(len(batch)):
-            small = np.asarray(
-                __import__("PIL.Image", fromlist=["Image"]).fromarray(next(order)).resize((16, 16), 0)
-            )
+            small = resize_mask(next(order), 16, 16)
             small = np.where(small == 255, 0, small)
-            out[k, small, *np.indices(small.shape)] = 10.0
+            rows, cols = np.indices(small.shape)
+            out[k, small, rows, cols] = 10.0
         return out
 
     _, n, scores = evaluate_predictor(predict, root, "test", lineage, batch_size=2)
