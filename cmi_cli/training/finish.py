@@ -96,6 +96,10 @@ def run_test_step(trainer: Any, module: Any, dm: Any) -> dict[str, Any] | None:
     if dm.test_set is None:
         log.warning("no test split in %s: the final test step is skipped", dm.root)
         return None
+    if int(getattr(trainer, "world_size", 1)) > 1:
+        # Only rank 0 finishes the run; a test loop needs every rank.
+        log.warning("the final test step runs in one process only; use `cmi evaluate`")
+        return None
     trainer.test(module, datamodule=dm, verbose=False)
     scores = module.test_scores
     if scores is None:
