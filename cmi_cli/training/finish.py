@@ -119,12 +119,17 @@ def _finite(value: float) -> float | None:
 
 
 def _save_reference(net: Any, lineage: dict[str, Any], run_dir: Path, dm: Any) -> Any:
-    """Save the validation split's features as the model's drift reference (None on failure)."""
+    """Save the held-out split's features as the model's drift reference (None on failure).
+
+    The test split (else validation): photos the model never trained on, enough of them for
+    a drift check. Only monitoring reads it; checkpoints were chosen on validation.
+    """
     from cmi_cli.errors import CmiError
     from cmi_cli.monitoring.model_reference import save_run_reference
 
     try:
-        return save_run_reference(net, lineage, run_dir, dm.root, dm.val_split, limit=dm.cfg.limit)
+        split = dm.test_split if dm.test_set is not None else dm.val_split
+        return save_run_reference(net, lineage, run_dir, dm.root, split, limit=dm.cfg.limit)
     except (CmiError, OSError) as exc:  # a missing reference must not cost the trained model
         log.warning("could not save the drift reference: %s", exc)
         return None
