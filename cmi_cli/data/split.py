@@ -9,7 +9,8 @@ into the model, so validation is carved out of ``train`` instead:
   image's stored file name in the parquet export (its row key ``train-00017`` when the export
   stores no file names);
 * the ``round(fraction * n)`` pairs with the smallest numbers (at least :data:`MIN_VAL_ITEMS`
-  while that is no more than a quarter of them, and never every pair) form the validation split named ``val``; the rest stay ``train``.
+  while that is no more than a quarter of them, and never every pair) form the validation
+  split named ``val``; the rest stay ``train``.
 
 sha1 is the same on every machine and Python version (unlike ``hash()``), and ranking by it
 ignores the order files are listed in. The split name says the fraction when it is not the
