@@ -7,7 +7,7 @@ Two resolutions can be scored:
 
 * ``label`` (the default, as FoodSeg103 papers report): each photo is resized to the model's
   input, its logits are upsampled bilinearly back to the annotation's own size
-  (:func:`cmi_cli.export.upsample.upsample_labels`, numpy) and compared with the untouched
+  (:func:`cmi_cli.data.upsample.upsample_labels`, numpy) and compared with the untouched
   mask;
 * ``model``: image and mask are both squashed to the training size (mask by nearest
   neighbour), as validation during training scores them; cheaper, and comparable with
@@ -176,7 +176,7 @@ def _score_at_label_size(
 
     from cmi_cli.console import err_console
     from cmi_cli.data.transforms import normalize, resize_image
-    from cmi_cli.export.upsample import upsample_labels
+    from cmi_cli.data.upsample import upsample_labels
     from cmi_cli.training.metrics import update_confusion_np
 
     n, size = len(class_names), int(pre["image_size"])
