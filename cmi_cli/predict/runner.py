@@ -155,7 +155,8 @@ class _Workers:
     def _thread_predictor(self) -> BatchPredictor:
         if not hasattr(self._local, "predictor"):
             self._local.predictor = _load(self.settings)
-        return self._local.predictor  # type: ignore[no-any-return]
+        predictor: BatchPredictor = self._local.predictor
+        return predictor
 
     def map_ordered(self, batches: Sequence[list[PhotoRef]]) -> Iterator[list[dict[str, Any]]]:
         """Yield each batch's results in submission order, a bounded number in flight."""

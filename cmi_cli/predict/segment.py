@@ -80,8 +80,8 @@ def class_stats(mask: np.ndarray, confidence: np.ndarray, names: Sequence[str]) 
     counts = np.bincount(flat, minlength=len(names))
     sums = np.bincount(flat, weights=confidence.ravel().astype(np.float64), minlength=len(names))
     return [
-        ClassStat(int(c), str(names[c]), int(counts[c]), float(sums[c]))
-        for c in np.flatnonzero(counts)
+        ClassStat(c, str(names[c]), int(counts[c]), float(sums[c]))
+        for c in map(int, np.flatnonzero(counts))
     ]
 
 

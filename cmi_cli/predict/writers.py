@@ -158,7 +158,9 @@ def write_table(out: Path, records: Iterable[dict[str, Any]]) -> list[Path]:
             ("mean_confidence", pa.float64()),
         ]
     )
-    table = pa.Table.from_pylist(rows, schema=schema)
+    # Column by column: Table.from_pylist would import pandas.
+    columns = [pa.array([row[f.name] for row in rows], f.type) for f in schema]
+    table = pa.Table.from_arrays(columns, schema=schema)
     with atomic_path(parquet_path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     return [csv_path, parquet_path]
