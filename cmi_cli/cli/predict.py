@@ -34,8 +34,18 @@ def predict_cmd(
     ] = 8,
     workers: Annotated[
         int,
-        typer.Option("--workers", min=1, help="Worker processes, each with its own model session."),
+        typer.Option(
+            "--workers", min=1, help="Workers (see --pool), each with its own model session."
+        ),
     ] = 1,
+    pool: Annotated[
+        str,
+        typer.Option(
+            "--pool",
+            help="thread (no start-up cost; ONNX Runtime, decoding and numpy release the GIL "
+            "for most of each photo) or process (an interpreter each).",
+        ),
+    ] = "thread",
     threads: Annotated[
         int | None,
         typer.Option(
@@ -72,6 +82,7 @@ def predict_cmd(
         save=[s.strip() for s in save.split(",") if s.strip()],
         batch_size=batch_size,
         workers=workers,
+        pool=pool,
         threads=threads,
         resume=resume,
         backend=backend,

@@ -7,9 +7,11 @@ batches in flight -> take results back in submission order, so the journal, and 
 rebuilt from it, have the same order whatever the worker count -> write the table, the errors
 file and ``predict.json`` (what made the outputs).
 
-Workers are processes by default: decoding, the softmax and PNG encoding hold the GIL for part
-of each photo, so threads share one core for that part (see docs/guides/predict.md for the
-measurement). ``pool="thread"`` is kept for engines that forbid forking.
+Workers are threads by default, each with its own session: ONNX Runtime, Pillow's decoders
+and encoders and numpy's array loops release the GIL for most of each photo, threads start at
+once and share memory, and on the shared development machine 2 threads ran ahead of 2
+processes (docs/guides/predict.md has the numbers). ``pool="process"`` gives each worker its
+own interpreter, for when Python-side work would contend for the GIL.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class PredictSettings:
     workers: int = 1
     resume: bool = False
     backend: str = "onnx"
-    pool: str = "process"
+    pool: str = "thread"
     threads: int | None = None
     show_progress: bool = True
 

@@ -252,18 +252,23 @@ def _varied_photos(root: Path, n: int = 7) -> Path:
 
 
 def test_batch_size_and_thread_workers_give_identical_tables(
-    colour_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    colour_onnx: Path, tmp_path: Path
 ) -> None:
-    from cmi_cli.predict import runner as predict_runner
-
     (tmp_path / "p").mkdir()
     photos = _varied_photos(tmp_path / "p")
     base = _predict_tables(colour_onnx, photos, tmp_path / "o1", "--batch-size", "1")
     assert base.count("\n") > 7
     assert _predict_tables(colour_onnx, photos, tmp_path / "o3", "--batch-size", "3") == base
-    monkeypatch.setattr(predict_runner.PredictSettings, "pool", "thread")
     threaded = _predict_tables(
-        colour_onnx, photos, tmp_path / "ot", "--batch-size", "2", "--workers", "3"
+        colour_onnx,
+        photos,
+        tmp_path / "ot",
+        "--batch-size",
+        "2",
+        "--workers",
+        "3",
+        "--pool",
+        "thread",
     )
     assert threaded == base
 
@@ -274,7 +279,15 @@ def test_worker_processes_give_identical_tables(colour_onnx: Path, tmp_path: Pat
     photos = _varied_photos(tmp_path / "p")
     base = _predict_tables(colour_onnx, photos, tmp_path / "o1")
     many = _predict_tables(
-        colour_onnx, photos, tmp_path / "o2", "--batch-size", "2", "--workers", "2"
+        colour_onnx,
+        photos,
+        tmp_path / "o2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "2",
+        "--pool",
+        "process",
     )
     assert many == base
     assert _errors(tmp_path / "o2") == _errors(tmp_path / "o1")
