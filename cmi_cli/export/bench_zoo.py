@@ -251,7 +251,8 @@ def plot_zoo(zoo: ZooResult, path: Path) -> Path:
     ax.set_ylabel(f"mIoU ({', '.join(splits)} split)")
     ax.set_title("Quality against latency (ONNX Runtime, this machine)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.2, y=0.25)  # room for the names beside the points
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -16,6 +16,7 @@ own interpreter, for when Python-side work would contend for the GIL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -154,6 +155,11 @@ class _Workers:
                 initargs=(settings,),
             )
 
+    def static_batch(self) -> int | None:
+        """The batch size a static ONNX export accepts, or None when it is dynamic."""
+        shape = getattr(self._inline.model.backend, "input_shape", None) or [None]
+        return shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+
     def _thread_predictor(self) -> BatchPredictor:
         if not hasattr(self._local, "predictor"):
             self._local.predictor = _load(self.settings)
@@ -270,11 +276,15 @@ def predict(settings: PredictSettings) -> PredictResult:
     todo = [p for p in found.photos if not _finished(journal.get(p.key), out, settings.save)]
     skipped = len(found.photos) - len(todo)
     errors: list[tuple[str, str]] = list(found.missing)
-    batches = [todo[i : i + settings.batch_size] for i in range(0, len(todo), settings.batch_size)]
     start = time.perf_counter()
     predicted = 0
     workers = _Workers(settings)
     model = workers.model
+    if workers.static_batch() == 1 and settings.batch_size != 1:
+        info(f"{Path(settings.model).name} is a static export for one photo: --batch-size 1")
+        settings.batch_size = 1
+    size = settings.batch_size
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     progress = _Progress(len(todo), settings.show_progress)
     mode = "a" if settings.resume else "w"
     try:
@@ -291,6 +301,10 @@ def predict(settings: PredictSettings) -> PredictResult:
     except BaseException:
         progress.close()
         workers.close(cancel=True)
+        if "table" in settings.save:
+            # The photos finished so far keep their rows; the original error is what matters.
+            with contextlib.suppress(Exception):
+                write_table(out, read_journal(out).values())
         raise
     progress.close()
     workers.close()

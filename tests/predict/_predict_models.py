@@ -13,7 +13,7 @@ WEIGHTS = np.array([[0, 0, 0], [8, -8, -8], [-8, 8, -8]], dtype=np.float32)
 BIAS = np.array([0, -4, -4], dtype=np.float32)
 
 
-def colour_model(path: Path, size: int = 32) -> Path:
+def colour_model(path: Path, size: int = 32, batch: int | str = "n") -> Path:
     """Write a 1x1-conv ONNX model at ``path`` with a lineage ``cmi predict`` accepts."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -26,8 +26,8 @@ def colour_model(path: Path, size: int = 32) -> Path:
     graph = helper.make_graph(
         [node],
         "colour",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3, "h", "w"])],
         [w, b],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -230,6 +230,7 @@ def test_outputs_are_atomic_when_a_write_fails(
     assert "Traceback" not in output
     assert not list((out / "overlays").iterdir())  # neither the half file nor a temporary
     assert not list(out.rglob(".*"))
+    assert (out / "classes.csv").read_text().count("\n") == 1  # the table, with no photo yet
     monkeypatch.setattr(Image.Image, "save", real_save)
     code, output = _run(colour_onnx, str(tmp_path / "p"), "--out", str(out), "--resume")
     assert code == 0
@@ -344,3 +345,36 @@ def test_torch_backend_on_a_checkpoint_matches_its_onnx_export(tiny_run, tmp_pat
     code, output = _run(tiny_run.ckpt, *args, "--out", str(tmp_path / "x"))
     assert code != 0
     assert "--backend torch" in output
+
+
+def test_progress_is_plain_lines_with_images_per_second_off_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cmi_cli.predict.runner import _Progress
+
+    progress = _Progress(total=10, show=True, every_s=0)
+    progress.advance(4)
+    progress.advance(6)
+    progress.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("predict: 4/10 photos, ")
+    assert lines[1].startswith("predict: 10/10 photos, ")
+    assert lines[1].endswith(" images/s")
+    quiet = _Progress(total=10, show=False, every_s=0)
+    quiet.advance(10)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_static_one_photo_export_is_run_one_photo_at_a_time(tmp_path: Path) -> None:
+    from _predict_models import colour_model
+
+    model = colour_model(tmp_path / "static.onnx", batch=1)
+    for i in range(3):
+        _photo(tmp_path / "p" / f"{i}.png")
+    code, output = _run(
+        model, str(tmp_path / "p"), "--batch-size", "8", "--out", str(tmp_path / "o")
+    )
+    assert code == 0, output
+    assert "static export for one photo" in output
+    assert "predicted 3 photos" in output
