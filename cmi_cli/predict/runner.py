@@ -265,7 +265,7 @@ def predict(settings: PredictSettings) -> PredictResult:
     """
     settings.check()
     out = Path(settings.out)
-    found = discover(settings.sources)
+    found = discover(settings.sources, exclude=out)
     if not found.photos and not found.missing:
         raise UsageError(
             f"no photos found in {' '.join(settings.sources)}",

@@ -67,12 +67,14 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _folder(root: Path) -> list[PhotoRef]:
+def _folder(root: Path, exclude: Path | None) -> list[PhotoRef]:
     found = []
     for path in root.rglob("*"):
         rel = path.relative_to(root).parts
         if any(part.startswith(".") for part in rel) or not is_image_file(path):
             continue
+        if exclude is not None and path.is_relative_to(exclude):
+            continue  # our own masks and overlays, when --out lies inside a SOURCE folder
         if path.is_file():
             found.append(path)
     return [PhotoRef(str(p)) for p in sorted(found)]
@@ -108,13 +110,14 @@ def _list_file(path: Path, out: Discovery) -> None:
             out.missing.append((entry, f"not found (listed in {path}:{lineno})"))
 
 
-def discover(sources: Sequence[str]) -> Discovery:
+def discover(sources: Sequence[str], exclude: Path | None = None) -> Discovery:
     """Expand SOURCE arguments into photos, in argument order, each folder sorted by path.
 
     A photo named twice (a file inside a folder also given) is kept once, at its first place.
 
     Args:
         sources: Files, folders, glob patterns, list files (``.txt``) or parquet files.
+        exclude: A folder whose files a folder SOURCE skips (the output folder).
 
     Returns:
         The photos and the entries that could not be found (path, reason).
@@ -127,7 +130,7 @@ def discover(sources: Sequence[str]) -> Discovery:
     for source in sources:
         path = Path(source).expanduser()
         if path.is_dir():
-            out.photos += _folder(path.absolute())
+            out.photos += _folder(path.absolute(), exclude and exclude.absolute())
         elif path.is_file() and path.suffix.lower() == ".parquet":
             out.photos += _parquet(path.absolute())
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:

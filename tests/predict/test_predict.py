@@ -378,3 +378,15 @@ def test_a_static_one_photo_export_is_run_one_photo_at_a_time(tmp_path: Path) ->
     assert code == 0, output
     assert "static export for one photo" in output
     assert "predicted 3 photos" in output
+
+
+def test_an_output_folder_inside_the_source_is_not_read_as_photos(
+    colour_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _photo(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, output = _run(colour_onnx, ".", "--out", "out", "--resume")
+        assert code == 0, output
+    assert "1 already done" in output
+    assert _images(tmp_path / "out") == [str(tmp_path / "a.png")]
