@@ -123,7 +123,7 @@ def main() -> None:
             median = statistics.median(values)
             label = "1 worker" if workers == 1 else f"{workers} workers ({pool} pool)"
             print(
-                f"  {label:<22} {median:7.2f} images/s  x{median / one:4.2f}   "
+                f"  {label:<26} {median:7.2f} images/s  x{median / one:4.2f}   "
                 f"(runs: {', '.join(f'{v:.2f}' for v in values)})"
             )
 
