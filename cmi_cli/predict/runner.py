@@ -142,6 +142,9 @@ class _Workers:
         # starts; one worker then uses it, more get their own.
         self._inline = _load(settings)
         self.model = self._inline.describe()
+        # The first worker thread takes this model over instead of loading another.
+        self._spare: BatchPredictor | None = self._inline
+        self._lock = threading.Lock()
         if settings.workers > 1 and settings.pool == "thread":
             self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="predict")
         elif settings.workers > 1:
@@ -162,7 +165,9 @@ class _Workers:
 
     def _thread_predictor(self) -> BatchPredictor:
         if not hasattr(self._local, "predictor"):
-            self._local.predictor = _load(self.settings)
+            with self._lock:
+                spare, self._spare = self._spare, None
+            self._local.predictor = spare or _load(self.settings)
         predictor: BatchPredictor = self._local.predictor
         return predictor
 
