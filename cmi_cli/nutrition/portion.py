@@ -213,8 +213,7 @@ def estimate_nutrition(
     plate_area_cm2 = math.pi * diameter**2 / 4
 
     found: list[tuple[ClassNutrition, dict[str, tuple[float, float, float]]]] = []
-    for cid in np.flatnonzero(counts):
-        cid = int(cid)
+    for cid in (int(i) for i in np.flatnonzero(counts)):
         if cid == BACKGROUND_ID:
             continue
         row = table.get(cid)

@@ -78,7 +78,8 @@ def test_background_is_ignored_and_classes_sum_to_the_total() -> None:
     mask[:10, 50:] = SAUCE
     est = estimate_nutrition(mask, NAMES, 26.0)
     ids = [c.class_id for c in est.classes]
-    assert 0 not in ids and sorted(ids) == [SAUCE, RICE, 84]
+    assert 0 not in ids
+    assert sorted(ids) == [SAUCE, RICE, 84]
     grams = [c.grams.value for c in est.classes]
     assert grams == sorted(grams, reverse=True)
     assert est.total["kcal"].value == pytest.approx(sum(c.kcal.value for c in est.classes), rel=0.1)
@@ -109,7 +110,8 @@ def test_low_confidence_lowers_the_low_end() -> None:
 
 def test_background_only_gives_zero_and_bad_input_is_refused() -> None:
     est = estimate_nutrition(np.zeros((8, 8), np.uint8), NAMES, 26.0)
-    assert est.classes == [] and est.total["kcal"].value == 0
+    assert est.classes == []
+    assert est.total["kcal"].value == 0
     for bad in (0.0, 4.9, 101.0, float("nan")):
         with pytest.raises(UsageError, match="plate diameter"):
             estimate_nutrition(np.zeros((8, 8), np.uint8), NAMES, bad)

@@ -39,7 +39,8 @@ def test_packaged_values_are_plausible() -> None:
         assert abs(row.energy_kcal - row.atwater_kcal) <= tolerance, row
         assert 0 < row.thickness_low_cm <= row.thickness_high_cm <= 10, row
         assert 0 < row.density_g_cm3 <= 1.2, row
-        assert row.source and row.source_food, row
+        assert row.source, row
+        assert row.source_food, row
     table = packaged_table()
     broad = {r.class_name for r in table.rows.values() if r.broad}
     assert {"sauce", "soup", "other ingredients", "cake"} <= broad
@@ -104,8 +105,10 @@ def test_a_bad_cell_is_a_named_error(
     with pytest.raises(NutritionTableError) as info:
         load_nutrition_table(path, foodseg103_class_names())
     err = info.value
-    assert isinstance(err, DataError) and isinstance(err, CmiError)
-    assert err.column == column and problem in err.problem
+    assert isinstance(err, DataError)
+    assert isinstance(err, CmiError)
+    assert err.column == column
+    assert problem in err.problem
     row_line = _line_of(6) if "twice" in problem else _line_of(5)
     assert err.line == row_line
     assert err.path == str(path)

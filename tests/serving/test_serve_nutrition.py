@@ -68,7 +68,8 @@ def test_nutrition_only_when_asked(client: TestClient) -> None:
     a = n["assumptions"]
     assert (a["plate_diameter_cm"], a["plate_diameter_source"]) == (24.0, "config")
     assert a["image_size"] == {"width": 160, "height": 120}
-    assert a["table"]["path"] == "packaged" and a["table"]["rows"] == 103
+    assert a["table"]["path"] == "packaged"
+    assert a["table"]["rows"] == 103
     assert "thickness" in a["method"]
 
 
@@ -173,7 +174,8 @@ def test_cmi_serve_names_a_bad_table_in_one_line(serve_models: ServeModels, tmp_
     assert out.returncode != 0
     text = (out.stdout + out.stderr).strip()
     assert "Traceback" not in text
-    assert f"{path}:" in text and "column energy_kcal: 'lots' is not a number" in text
+    assert f"{path}:" in text
+    assert "column energy_kcal: 'lots' is not a number" in text
 
 
 def test_a_table_for_other_classes_is_422(serve_models: ServeModels, tmp_path: Path) -> None:

@@ -27,6 +27,9 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+DASH = "\u2013"  # the page writes ranges with an en dash
+
+
 def js_number(value: float) -> str:
     """How the page's String(number) writes a JSON number."""
     return str(int(value)) if value == int(value) else repr(value)
@@ -71,12 +74,12 @@ def test_page_shows_nutrition_and_follows_the_plate_size(
     grams = first["grams"]
     assert cells.nth(1).inner_text().split("\n") == [
         f"{js_number(grams['value'])} g",
-        f"{js_number(grams['low'])}–{js_number(grams['high'])}",
+        f"{js_number(grams['low'])}{DASH}{js_number(grams['high'])}",
     ]
     total = page.locator("#nutrition-table tfoot td")
     kcal = at_26["total"]["kcal"]
     expect(total.nth(2)).to_have_text(
-        f"{js_number(kcal['value'])}{js_number(kcal['low'])}–{js_number(kcal['high'])}"
+        f"{js_number(kcal['value'])}{js_number(kcal['low'])}{DASH}{js_number(kcal['high'])}"
     )
     # The field starts empty: the server's default plate (26 cm) is used, and shown.
     expect(page.locator("#nutrition-assumptions")).to_contain_text("26 cm across (config)")
@@ -87,7 +90,7 @@ def test_page_shows_nutrition_and_follows_the_plate_size(
     page.get_by_label("Plate diameter (cm)").press("Enter")
     kcal = at_40["total"]["kcal"]
     expect(total.nth(2)).to_have_text(
-        f"{js_number(kcal['value'])}{js_number(kcal['low'])}–{js_number(kcal['high'])}"
+        f"{js_number(kcal['value'])}{js_number(kcal['low'])}{DASH}{js_number(kcal['high'])}"
     )
     expect(page.locator("#nutrition-assumptions")).to_contain_text("40 cm across (request)")
     expect(page.locator("#status")).to_contain_text("40 cm plate")
