@@ -29,6 +29,19 @@ def get_service(request: Request) -> SegmentService:
     return service
 
 
+def reject_repeated_query(request: Request) -> None:
+    """Refuse (422) a query parameter given more than once, instead of silently using one."""
+    seen: dict[str, int] = {}
+    for name, _ in request.query_params.multi_items():
+        seen[name] = seen.get(name, 0) + 1
+    repeated = sorted(n for n, count in seen.items() if count > 1)
+    if repeated:
+        names = ", ".join(repeated)
+        raise ClientError(
+            422, "conflicting_query", f"query parameter given more than once: {names}"
+        )
+
+
 def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
