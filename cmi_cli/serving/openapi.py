@@ -4,8 +4,8 @@ FastAPI derives most of the schema from the routes; what it cannot know is added
 
 - the API-key security schemes are declared only when the server has a key (an open server
   that declared them would be promising a 401 it never sends);
-- an uploaded file must not be empty (``minLength: 1``), a batch holds 1 to
-  ``max_batch_images`` files;
+- the file of ``/v1/segment`` must not be empty (``minLength: 1``); a batch holds 1 to
+  ``max_batch_images`` files (an empty one among them gets its own 400 in the 200 answer);
 - every operation documents the errors any request can meet before it reaches its route:
   408 (body too slow), 413 (body too large) and 422 (a repeated or conflicting query
   parameter, a bad field) where they apply, 503 where the service can be busy.
@@ -79,8 +79,8 @@ def _constrain_files(
     body = body_schemas.get(ref.rsplit("/", 1)[-1], {})
     for prop in body.get("properties", {}).values():
         if prop.get("type") == "array":
+            # An empty file inside a batch is that item's 400, inside a 200 answer.
             prop["minItems"], prop["maxItems"] = 1, settings.max_batch_images
-            prop.get("items", {})["minLength"] = 1
         else:
             prop["minLength"] = 1
 

@@ -138,8 +138,23 @@ class CmiHttpProtocol(_Base):  # type: ignore[misc,valid-type]
         super().on_response_complete()
         self._cancel_header_timer()
 
+    def on_headers_complete(self) -> None:
+        """(httptools) Refuse a header block over the limit that arrived in one piece."""
+        size = len(getattr(self, "url", b"")) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self._max_header_bytes:
+            self._oversized = True
+            raise ValueError("header block too large")  # the parser turns it into a 400 call
+        super().on_headers_complete()
+
     def send_400_response(self, msg: str) -> None:
         """Answer a request uvicorn could not parse, in our JSON shape."""
+        if getattr(self, "_oversized", False):
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"the request's headers are larger than {self._max_header_bytes} bytes",
+            )
+            return
         self._refuse(400, "bad_request", f"malformed HTTP request: {msg.rstrip('.')}")
 
     def _refuse(self, status: int, code: str, message: str) -> None:

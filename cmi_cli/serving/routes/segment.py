@@ -52,21 +52,18 @@ async def segment(
         OutputKind.json
     ),
     overlay: Annotated[
-        bool, Query(description="With JSON output, add the overlay as base64 JPEG.")
+        bool,
+        Query(
+            description="With output=json, add the overlay as base64 JPEG (ignored with "
+            "output=mask or output=overlay: output wins)."
+        ),
     ] = False,
 ) -> Any:
     """Segment a photo: classes present with their share of pixels and confidence.
 
-    ``overlay=true`` adds the overlay to the JSON answer; with ``output=mask`` or
-    ``output=overlay`` it has no meaning, and the pair is refused (422) rather than ignored.
+    ``overlay=true`` adds the overlay to the JSON answer only: with ``output=mask`` or
+    ``output=overlay`` the answer is that image, and ``output`` wins.
     """
-    if overlay and output is not OutputKind.json:
-        raise ClientError(
-            422,
-            "conflicting_query",
-            f"query parameters output={output.value} and overlay=true conflict: "
-            "overlay=true only applies to output=json",
-        )
     data = await file.read()
     result: ImageResult = await service.segment(data, file.filename, output.value, overlay)
     headers = {
