@@ -123,7 +123,8 @@ class DriftMonitor:
     async def report(self, window: int | None = None, fresh_s: float | None = None) -> DriftResult:
         """The report of the last ``window`` requests: cached, shared, or computed now.
 
-        A report younger than ``fresh_s`` (default ``cache_s``) is reused; a computation of
+        A report younger than ``fresh_s`` (default: ``cache_s``, or the refresher's interval
+        when that is shorter) is reused; a computation of
         the same window already running is awaited instead of started again; otherwise one
         starts in a daemon thread (it never holds up the server's exit) when a slot is free.
 
@@ -133,6 +134,8 @@ class DriftMonitor:
         """
         key = (self.model_id, window or self.window)
         max_age = self.cache_s if fresh_s is None else fresh_s
+        if fresh_s is None and self.interval_s > 0:  # never older than the refresher's period
+            max_age = min(max_age, self.interval_s)
         cached = self._cache.get(key)
         if cached is not None and time.time() - cached[0] <= max_age:
             return cached[1]
@@ -175,7 +178,8 @@ class DriftMonitor:
         try:
             result = self.compute()
         except Exception as exc:
-            return self._failed(exc)
+            self._failed(exc)
+            return None
         return self._record(result)
 
     async def refresh_shared(self) -> DriftResult | None:
@@ -185,7 +189,8 @@ class DriftMonitor:
         except DriftBusyError:
             return None
         except Exception as exc:
-            return self._failed(exc)
+            self._failed(exc)
+            return None
         return self._record(result)
 
     def _failed(self, exc: Exception) -> None:
@@ -194,7 +199,6 @@ class DriftMonitor:
         else:  # the refresher must outlive a bad record or a library error
             log.error("drift refresh failed", exc_info=exc)
             self.status = "the last refresh failed (see the server log)"
-        return None
 
     def _record(self, result: DriftResult) -> DriftResult:
         self.latest, self.latest_at, self.status = result, time.time(), "ok"

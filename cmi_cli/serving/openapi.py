@@ -110,7 +110,15 @@ def install_docs(app: FastAPI, settings: ServeSettings) -> None:
     def docs_asset(name: str) -> Response:
         if name not in DOCS_ASSETS:
             raise ClientError(404, "not_found", f"no docs asset {name!r}")
-        data = resources.files("fastapi_offline").joinpath("static", name).read_bytes()
+        try:
+            package = resources.files("fastapi_offline")
+        except ModuleNotFoundError:
+            raise ClientError(
+                404,
+                "not_found",
+                "Swagger UI's files are not installed (pip install fastapi-offline)",
+            ) from None
+        data = package.joinpath("static").joinpath(name).read_bytes()
         return Response(
             data, media_type=DOCS_ASSETS[name], headers={"Cache-Control": "max-age=86400"}
         )

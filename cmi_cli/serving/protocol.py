@@ -81,7 +81,7 @@ def raw_error(status: int, code: str, message: str, headers: dict[str, str] | No
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-class CmiHttpProtocol(_Base):  # type: ignore[misc,valid-type]
+class CmiHttpProtocol(_Base):
     """uvicorn's HTTP protocol with header limits, a connection cap and JSON errors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
