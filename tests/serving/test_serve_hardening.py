@@ -126,7 +126,7 @@ def test_slow_clients_are_dropped_in_seconds_and_others_served(
 def test_malformed_http_is_answered_in_the_json_error_shape(
     serve_models: ServeModels, live_server: Callable[..., LiveServer]
 ) -> None:
-    server = live_server(serve_models.onnx, ["--no-access-log"])
+    server = live_server(serve_models.onnx, ["--no-access-log", "--max-connections", "3"])
     cases = {
         "garbage": (b"BLAH BLAH\r\n\r\n", 400),
         "content-length": (
@@ -155,6 +155,19 @@ def test_malformed_http_is_answered_in_the_json_error_shape(
     )
     assert r.status_code in (400, 422)
     assert set(r.json()["error"]) == {"code", "message"}
+
+    # Over the connection cap: 503 with Retry-After, in JSON, at once.
+    held = [connect(server) for _ in range(3)]
+    time.sleep(0.2)
+    extra = connect(server)
+    raw, seconds = read_until_closed(extra)
+    status, headers, payload = split_response(raw)
+    assert status == 503
+    assert headers["retry-after"] == "1"
+    assert json.loads(payload)["error"]["code"] == "too_many_connections"
+    assert seconds < 1
+    for sock in [*held, extra]:
+        sock.close()
 
 
 def big_png(side: int = 6000) -> bytes:
