@@ -30,7 +30,35 @@ def serve_cmd(
         float | None, typer.Option(help="Largest request body in MB. (default: 20)")
     ] = None,
     max_pixels: Annotated[
-        int | None, typer.Option(help="Largest image in pixels. (default: 40000000)")
+        int | None, typer.Option(help="Largest image in pixels. (default: 25000000)")
+    ] = None,
+    max_output_pixels: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest mask/overlay in pixels; larger photos are answered scaled. "
+            "(default: 4000000)"
+        ),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds a request body may pause before a 408. (default: 10)"),
+    ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds a client has to send its headers. (default: 10)"),
+    ] = None,
+    keep_alive: Annotated[
+        int | None, typer.Option(min=1, help="Idle keep-alive seconds. (default: 5)")
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="Open connections per worker; beyond, 503. (default: 1000)"),
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Seconds in-flight requests get to finish on SIGTERM/SIGINT. (default: 10)"
+        ),
     ] = None,
     api_key_env: Annotated[
         str | None,
@@ -80,7 +108,8 @@ def serve_cmd(
     """Serve a model over HTTP: /v1/segment, /v1/model, the page at /, /metrics, /readyz.
 
     Every option can also be set with a CMI_* environment variable (CMI_MODEL, CMI_PORT,
-    CMI_WORKERS, CMI_API_KEY_ENV, CMI_LOG_DIR ...), so a container needs no arguments.
+    CMI_WORKERS, CMI_API_KEY_ENV, CMI_LOG_DIR, CMI_BODY_TIMEOUT_S, CMI_SHUTDOWN_GRACE_S ...),
+    so a container needs no arguments.
     """
     from cmi_cli.serving.settings import load_settings
 
@@ -92,6 +121,12 @@ def serve_cmd(
         backend=backend,
         max_upload_mb=max_upload_mb,
         max_pixels=max_pixels,
+        max_output_pixels=max_output_pixels,
+        body_timeout_s=body_timeout,
+        header_timeout_s=header_timeout,
+        keep_alive_s=keep_alive,
+        max_connections=max_connections,
+        shutdown_grace_s=grace,
         api_key_env=api_key_env,
         threads=threads,
         max_concurrency=max_concurrency,

@@ -11,13 +11,19 @@ metric. ``GET /v1/drift`` answers from the same object.
 Settings (``CMI_*`` variables, or ``ServeSettings`` fields of the same names):
 ``CMI_REFERENCE`` (default: the model's saved reference), ``CMI_DRIFT_WINDOW`` (500),
 ``CMI_DRIFT_INTERVAL_S`` (300; 0 turns the refresher off), ``CMI_DRIFT_THRESHOLD`` (0.2),
-``CMI_DRIFT_MIN_SAMPLES`` (30).
+``CMI_DRIFT_MIN_SAMPLES`` (30), ``CMI_DRIFT_MAX_CONCURRENCY`` (1), ``CMI_DRIFT_CACHE_S`` (60).
+
+A report takes seconds, so requests never compute one on the event loop: each window's report
+is computed once in a daemon thread (concurrent requests for the same window wait for that one
+computation), reused for ``cache_s`` seconds, and at most ``max_concurrency`` windows are
+computed at once; beyond that :class:`DriftBusyError` asks the client to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -32,12 +38,17 @@ from cmi_cli.errors import CmiError
 from cmi_cli.monitoring.drift import DEFAULT_MIN_SAMPLES, DEFAULT_THRESHOLD, DriftResult
 from cmi_cli.monitoring.model_reference import reference_path_for
 from cmi_cli.monitoring.reference import FeatureTable, load_table
+from cmi_cli.serving.paths import relative_name
 
 log = logging.getLogger("cmi_cli.serving")
 
 DEFAULT_WINDOW = 500
 DEFAULT_INTERVAL_S = 300.0
 LOG_EVENT = "cmi_drift"
+
+
+class DriftBusyError(Exception):
+    """Every drift slot is computing another window; retry later."""
 
 
 class DriftMonitor:
@@ -52,6 +63,8 @@ class DriftMonitor:
         threshold: Share of drifted features above which the traffic drifts.
         min_samples: Fewest records for a check.
         model_id: The served model, for the log line.
+        max_concurrency: Reports computed at once.
+        cache_s: Seconds a report is reused for its window.
     """
 
     def __init__(
@@ -64,8 +77,13 @@ class DriftMonitor:
         threshold: float = DEFAULT_THRESHOLD,
         min_samples: int = DEFAULT_MIN_SAMPLES,
         model_id: str = "",
+        max_concurrency: int = 1,
+        cache_s: float = 60.0,
     ) -> None:
         self.reference, self.log_dir = reference, Path(log_dir)
+        self.max_concurrency, self.cache_s = max_concurrency, cache_s
+        self._cache: dict[tuple[str, int], tuple[float, DriftResult]] = {}
+        self._running: dict[tuple[str, int], asyncio.Future[DriftResult]] = {}
         self.window, self.interval_s = window, interval_s
         self.threshold, self.min_samples, self.model_id = threshold, min_samples, model_id
         self.latest: DriftResult | None = None
@@ -74,6 +92,7 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._gauges = _make_gauges(registry, threshold) if registry is not None else None
+        self._computations = _make_counter(registry) if registry is not None else None
 
     def compute(self, window: int | None = None) -> DriftResult:
         """Compare the last ``window`` log records with the reference (blocking; thread-safe).
@@ -81,34 +100,113 @@ class DriftMonitor:
         Raises:
             DataError: If the log has fewer than ``min_samples`` records or is malformed.
         """
+        import numpy as np
+
         from cmi_cli.monitoring.drift import run_drift
         from cmi_cli.monitoring.reference import table_from_log
         from cmi_cli.serving.store import read_predictions
 
+        if self._computations is not None:
+            self._computations.inc()
         records = read_predictions(self.log_dir, window=window or self.window)
         current = table_from_log(
             records, self.reference.share_classes, source=f"last {len(records)} requests"
         )
-        with self._lock:
+        # Two numpy warnings are understood and expected on served traffic: a feature that is
+        # constant in a window has zero variance (its correlation is NaN, and Evidently leaves
+        # it out), and a class absent from the reference has an expected count of 0 (the
+        # chi-square statistic is inf, so the feature rightly counts as drifted). errstate is
+        # per thread, so nothing else's warnings are hidden.
+        with self._lock, np.errstate(divide="ignore", invalid="ignore"):
             return run_drift(self.reference, current, self.threshold, self.min_samples)
 
+    async def report(self, window: int | None = None, fresh_s: float | None = None) -> DriftResult:
+        """The report of the last ``window`` requests: cached, shared, or computed now.
+
+        A report younger than ``fresh_s`` (default: ``cache_s``, or the refresher's interval
+        when that is shorter) is reused; a computation of
+        the same window already running is awaited instead of started again; otherwise one
+        starts in a daemon thread (it never holds up the server's exit) when a slot is free.
+
+        Raises:
+            DriftBusyError: If ``max_concurrency`` other windows are being computed.
+            DataError: If the log has too few records (see :meth:`compute`).
+        """
+        key = (self.model_id, window or self.window)
+        max_age = self.cache_s if fresh_s is None else fresh_s
+        if fresh_s is None and self.interval_s > 0:  # never older than the refresher's period
+            max_age = min(max_age, self.interval_s)
+        cached = self._cache.get(key)
+        if cached is not None and time.time() - cached[0] <= max_age:
+            return cached[1]
+        future = self._running.get(key)
+        if future is None:
+            if len(self._running) >= self.max_concurrency:
+                raise DriftBusyError
+            future = self._start(key)
+        return await asyncio.shield(future)
+
+    def _start(self, key: tuple[str, int]) -> asyncio.Future[DriftResult]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DriftResult] = loop.create_future()
+        self._running[key] = future
+
+        def settle(result: DriftResult | None, error: BaseException | None) -> None:
+            self._running.pop(key, None)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert result is not None
+                self._cache[key] = (time.time(), result)
+                future.set_result(result)
+
+        def work() -> None:
+            try:
+                result = self.compute(key[1])
+            except BaseException as exc:  # handed to every waiting request
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        # A daemon thread: a report still computing when the server stops is simply dropped.
+        threading.Thread(target=work, name="cmi-drift-report", daemon=True).start()
+        future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        return future
+
     def refresh(self) -> DriftResult | None:
-        """Recompute with the default window; update the gauges and write the log line."""
+        """Recompute with the default window now (blocking); update gauges and the log line."""
         try:
             result = self.compute()
-        except CmiError as exc:
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        return self._record(result)
+
+    async def refresh_shared(self) -> DriftResult | None:
+        """Like :meth:`refresh`, through :meth:`report` (skipped when every slot is busy)."""
+        try:
+            result = await self.report(fresh_s=0)
+        except DriftBusyError:
+            return None
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        return self._record(result)
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, CmiError):
             self.status = exc.message
-            return None
-        except Exception:  # the refresher must outlive a bad record or a library error
-            log.exception("drift refresh failed")
+        else:  # the refresher must outlive a bad record or a library error
+            log.error("drift refresh failed", exc_info=exc)
             self.status = "the last refresh failed (see the server log)"
-            return None
+
+    def _record(self, result: DriftResult) -> DriftResult:
         self.latest, self.latest_at, self.status = result, time.time(), "ok"
         self._publish(result)
         return result
 
     def result(self, window: int | None = None, max_age_s: float | None = None) -> DriftResult:
-        """The latest result when fresh enough and of the same window, else a new one."""
+        """The latest result when fresh enough and of the same window, else a new one (blocking)."""
         max_age = self.interval_s if max_age_s is None else max_age_s
         fresh = self.latest is not None and time.time() - self.latest_at <= max_age
         if fresh and window in (None, self.window):
@@ -142,7 +240,7 @@ class DriftMonitor:
     async def run(self) -> None:
         """Refresh forever, every ``interval_s`` seconds, in a worker thread."""
         while True:
-            await asyncio.to_thread(self.refresh)
+            await self.refresh_shared()
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
@@ -173,6 +271,16 @@ def _make_gauges(registry: Any, threshold: float) -> tuple[Any, Any, Any, Any, A
         Gauge("cmi_drift_samples", "Requests in the last drift window.", **kw),
         Gauge("cmi_drift_last_refresh_timestamp_seconds", "When drift was last computed.", **kw),
         Gauge("cmi_feature_drift", "1 when a feature drifted.", ["feature"], **kw),
+    )
+
+
+def _make_counter(registry: Any) -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "cmi_drift_computations",
+        "Drift reports computed (cached ones excluded).",
+        registry=registry,
     )
 
 
@@ -223,6 +331,11 @@ def monitor_from_settings(
         reference = load_table(path)
     except CmiError as exc:
         return None, f"drift monitoring is off: {exc.message}"
+    # Clients see the reference by its name beside the model, not the server's absolute path.
+    folder = Path(settings.model).resolve().parent
+    reference = dataclasses.replace(
+        reference, source=relative_name(str(Path(path).resolve()), folder)
+    )
     monitor = DriftMonitor(
         reference,
         Path(log_dir),
@@ -232,5 +345,7 @@ def monitor_from_settings(
         threshold=_setting(settings, "drift_threshold", DEFAULT_THRESHOLD, float),
         min_samples=_setting(settings, "drift_min_samples", DEFAULT_MIN_SAMPLES, int),
         model_id=model_id,
+        max_concurrency=_setting(settings, "drift_max_concurrency", 1, int),
+        cache_s=_setting(settings, "drift_cache_s", 60.0, float),
     )
     return monitor, ""

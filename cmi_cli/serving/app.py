@@ -14,16 +14,18 @@ from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.routing import Match
 
 from cmi_cli import __version__
 from cmi_cli.monitoring.drift_service import DriftMonitor, monitor_from_settings
+from cmi_cli.serving.deps import reject_repeated_query
 from cmi_cli.serving.errors import install_error_handlers
 from cmi_cli.serving.images import set_pixel_limit
 from cmi_cli.serving.limits import BodyLimitMiddleware
 from cmi_cli.serving.metrics import MetricsMiddleware, ServeMetrics
 from cmi_cli.serving.nutrition import load_table
+from cmi_cli.serving.openapi import install_docs
 from cmi_cli.serving.predictor import ServedModel
 from cmi_cli.serving.routes import drift, health, model, page, segment
 from cmi_cli.serving.service import SegmentService
@@ -36,8 +38,9 @@ ROUTERS = (segment.router, model.router, drift.router, health.router, page.route
 DESCRIPTION = """Semantic segmentation of food photos (cmi-cli).
 
 Upload a JPEG, PNG or WebP photo to `POST /v1/segment`. When the server has an API key,
-every `/v1` route needs it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-Errors are `{"error": {"code": ..., "message": ...}}`.
+every `/v1` route needs it as `Authorization: Bearer <key>` or `X-API-Key: <key>` (and the
+schema then declares it). Errors are `{"error": {"code": ..., "message": ...}}`; a query
+parameter given twice, or two that contradict each other, is a 422 naming them.
 """
 
 
@@ -74,6 +77,9 @@ def create_app(settings: ServeSettings, served: ServedModel | None = None) -> Fa
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(reject_repeated_query)],
     )
     app.state.settings, app.state.metrics, app.state.service = settings, metrics, None
     app.state.drift, app.state.drift_reason = None, "drift monitoring is starting"
@@ -82,7 +88,13 @@ def create_app(settings: ServeSettings, served: ServedModel | None = None) -> Fa
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    install_docs(app, settings)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        body_deadline_s=settings.body_deadline_s,
+    )
     routes = [r for router in ROUTERS for r in router.routes]
     app.add_middleware(MetricsMiddleware, metrics=metrics, resolve_route=_route_resolver(routes))
     return app

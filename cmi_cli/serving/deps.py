@@ -29,6 +29,19 @@ def get_service(request: Request) -> SegmentService:
     return service
 
 
+def reject_repeated_query(request: Request) -> None:
+    """Refuse (422) a query parameter given more than once, instead of silently using one."""
+    seen: dict[str, int] = {}
+    for name, _ in request.query_params.multi_items():
+        seen[name] = seen.get(name, 0) + 1
+    repeated = sorted(n for n, count in seen.items() if count > 1)
+    if repeated:
+        names = ", ".join(repeated)
+        raise ClientError(
+            422, "conflicting_query", f"query parameter given more than once: {names}"
+        )
+
+
 def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -36,13 +49,18 @@ def require_api_key(
 ) -> None:
     """Refuse the request (401) unless it carries the configured key, if one is configured.
 
-    The comparison takes the same time whatever the key's first wrong byte.
+    Every key the request presents must be right: a wrong bearer token next to a right
+    ``X-API-Key`` is refused, not quietly overlooked. The comparison takes the same time
+    whatever the key's first wrong byte.
     """
     expected = request.app.state.api_key
     if expected is None:
         return
-    given = header_key or (bearer.credentials if bearer is not None else None)
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+    given = [header_key] if header_key is not None else []
+    authorization = request.headers.get("authorization")
+    if authorization is not None:  # any other scheme than Bearer is a wrong key too
+        given.append(bearer.credentials if bearer is not None else "")
+    if not given or not all(hmac.compare_digest(k.encode(), expected.encode()) for k in given):
         raise ClientError(
             401,
             "unauthorized",

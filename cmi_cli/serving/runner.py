@@ -4,6 +4,13 @@ With one worker the model is loaded before the server starts, so a bad model is 
 line, not a traceback from inside the server. With several, each worker builds its app from
 ``CMI_*`` variables (:func:`cmi_cli.serving.app.create_app_from_env`) and Prometheus runs in
 multiprocess mode, so ``/metrics`` adds up every worker's samples.
+
+Either way uvicorn runs our protocol class (:mod:`cmi_cli.serving.protocol`: header timeout
+and size limit, connection cap, JSON 400s), closes idle keep-alive connections after
+``keep_alive_s``, and on SIGTERM/SIGINT stops accepting, lets in-flight requests finish for
+up to ``shutdown_grace_s`` seconds, cancels what is left, then flushes the prediction log and
+exits (uvicorn re-raises the signal, so the exit status is the signal's: 143 / -15 for
+SIGTERM, 130 / -2 for SIGINT).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cmi_cli.console import info, is_quiet, is_verbose
 from cmi_cli.errors import ArtifactError
@@ -42,6 +50,7 @@ def run_server(settings: ServeSettings, access_log: bool = True) -> None:
 
     level = "debug" if is_verbose() else "warning" if is_quiet() else "info"
     url = f"http://{settings.host}:{settings.port}"
+    limits = _server_limits(settings)
     if settings.workers == 1:
         from cmi_cli.serving.app import create_app
         from cmi_cli.serving.predictor import ServedModel
@@ -53,7 +62,12 @@ def run_server(settings: ServeSettings, access_log: bool = True) -> None:
         info(f"page {url}/  API docs {url}/docs  metrics {url}/metrics")
         app = create_app(settings, served=served)
         uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level=level, access_log=access_log
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=level,
+            access_log=access_log,
+            **limits,
         )
         return
     name = check_model(settings)
@@ -69,10 +83,29 @@ def run_server(settings: ServeSettings, access_log: bool = True) -> None:
             workers=settings.workers,
             log_level=level,
             access_log=access_log,
+            **limits,
         )
     finally:
         if owned is not None:
             shutil.rmtree(owned, ignore_errors=True)
+
+
+def _server_limits(settings: ServeSettings) -> dict[str, Any]:
+    """Uvicorn's options for the slow-client limits and the shutdown grace period."""
+    from cmi_cli.serving import protocol
+
+    protocol.configure(
+        settings.header_timeout_s,
+        settings.max_header_bytes,
+        settings.max_connections,
+        settings.retry_after_s,
+    )
+    return {
+        "http": protocol.IMPORT_STRING,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "timeout_graceful_shutdown": settings.shutdown_grace_s,
+    }
 
 
 def _multiproc_dir() -> Path | None:

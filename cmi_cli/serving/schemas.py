@@ -123,6 +123,11 @@ class SegmentResponse(BaseModel):
     request_id: str
     model_id: str = Field(description="<model name>-<first 12 hex of the model file's sha256>")
     image: ImageSize
+    output: ImageSize | None = Field(
+        None,
+        description="Size of the overlay in this answer (with ?overlay=true): the photo's, "
+        "scaled down to at most the server's max_output_pixels.",
+    )
     inference_ms: float = Field(description="Model time (a batch call's share per image).")
     latency_ms: float = Field(description="Server time from decoding to the encoded answer.")
     mean_confidence: float = Field(ge=0, le=1)
@@ -193,9 +198,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Not a valid image (empty, truncated or corrupt).",
         401: "Missing or wrong API key.",
+        408: "The request body stopped arriving (body timeout) or took too long.",
         413: "Body over the upload limit, or an image with too many pixels.",
         415: "Not an image, or not JPEG/PNG/WebP.",
-        422: "No file, a wrong field, or a bad query parameter.",
+        422: "No file, a wrong field, a bad query parameter, or query parameters given twice "
+        "or in conflict.",
         503: "Overloaded (see Retry-After) or not ready.",
     }
     return {s: {"model": ErrorResponse, "description": text.get(s, "Error.")} for s in statuses}

@@ -23,7 +23,7 @@ import numpy as np
 from cmi_cli.monitoring.features import FEATURE_SIDE, image_features
 from cmi_cli.serving.batching import MicroBatcher
 from cmi_cli.serving.errors import ClientError
-from cmi_cli.serving.images import decode_photo, encode_jpeg, encode_png
+from cmi_cli.serving.images import decode_photo, encode_jpeg, encode_png, fit_size
 from cmi_cli.serving.metrics import ServeMetrics
 from cmi_cli.serving.predictor import ClassShare, Segmentation, ServedModel
 from cmi_cli.serving.settings import ServeSettings
@@ -103,6 +103,7 @@ class ImageResult:
     inference_ms: float
     latency_ms: float
     segmentation: Segmentation
+    output_size: tuple[int, int] | None = None
     body: bytes | None = None
     overlay_jpeg: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -119,6 +120,11 @@ class ImageResult:
             "request_id": self.request_id,
             "model_id": model_id,
             "image": {"width": self.width, "height": self.height},
+            "output": (
+                {"width": self.output_size[0], "height": self.output_size[1]}
+                if self.output_size
+                else None
+            ),
             "inference_ms": round(self.inference_ms, 3),
             "latency_ms": round(self.latency_ms, 3),
             "mean_confidence": self.segmentation.summary["mean_confidence"],
@@ -193,10 +199,16 @@ class SegmentService:
         return logits
 
     def _decode(self, data: bytes, full: bool = False) -> Photo:
-        """Decode an upload; at reduced scale unless ``full`` (the overlay needs every pixel)."""
+        """Decode an upload; at reduced scale unless ``full`` (the overlay needs the pixels).
+
+        Even ``full`` stops at ``max_output_pixels``: what a request holds in memory is
+        bounded by that, not by the photo.
+        """
         self.metrics.upload_bytes.observe(len(data))
         min_side = None if full else max(self.model.image_size, FEATURE_SIDE)
-        rgb, size = decode_photo(data, self.settings.max_pixels, min_side)
+        rgb, size = decode_photo(
+            data, self.settings.max_pixels, min_side, self.settings.max_output_pixels
+        )
         self.metrics.image_pixels.observe(size[0] * size[1])
         return Photo(rgb, *size)
 
@@ -262,10 +274,14 @@ class SegmentService:
         width, height = photo.width, photo.height
         result = ImageResult(uuid.uuid4().hex, filename, width, height, inference_ms, 0.0, seg)
         if output == "mask":
-            # Logits upsampled to the photo's size before the argmax: no blocky edges.
-            result.body = encode_png(self.model.segment_full(logits, width, height)[0])
+            # The photo's size, or less: a mask is never larger than max_output_pixels. Logits
+            # are upsampled to that size before the argmax: no blocky edges.
+            result.output_size = fit_size(width, height, self.settings.max_output_pixels)
+            result.body = encode_png(self.model.segment_full(logits, *result.output_size)[0])
         elif output == "overlay" or overlay:
+            # photo.rgb was decoded at most max_output_pixels large (see _decode).
             rows, cols = photo.rgb.shape[:2]
+            result.output_size = (cols, rows)
             full, _ = self.model.segment_full(logits, cols, rows)
             jpeg = encode_jpeg(self.model.overlay(photo.rgb, full))
             if output == "overlay":

@@ -36,7 +36,16 @@ class ServeSettings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="Server processes.")
     backend: Backend | None = Field(None, description="onnx or torch; default: by file suffix.")
     max_upload_mb: float = Field(20.0, gt=0, description="Largest request body, in MB.")
-    max_pixels: int = Field(40_000_000, ge=1, description="Largest image, in pixels.")
+    max_pixels: int = Field(
+        25_000_000,
+        ge=1,
+        description="Largest image, in pixels (a 6000x4000 photo; PNG and WebP decode whole).",
+    )
+    max_output_pixels: int = Field(
+        4_000_000,
+        ge=1,
+        description="Largest mask or overlay, in pixels; bigger photos are answered scaled down.",
+    )
     max_batch_images: int = Field(16, ge=1, description="Most images in one batch request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the key.")
     api_key: SecretStr | None = Field(None, description="The API key itself (prefer *_env).")
@@ -44,6 +53,23 @@ class ServeSettings(BaseSettings):
     max_concurrency: int | None = Field(None, ge=1, description="Images processed at once.")
     max_queue: int = Field(64, ge=0, description="Requests waiting beyond max_concurrency.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of 503 answers.")
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for the next piece of a request body (then 408)."
+    )
+    body_deadline_s: float = Field(
+        120.0, gt=0, description="Longest time for a whole request body (then 408)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time for a request's headers (then the connection closes)."
+    )
+    keep_alive_s: int = Field(5, ge=1, description="Idle seconds before a keep-alive closes.")
+    max_header_bytes: int = Field(16384, ge=1024, description="Largest header block (then 431).")
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections per worker (beyond: 503 + Retry-After)."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="On SIGTERM/SIGINT, how long in-flight requests may finish."
+    )
     batch_size: int = Field(1, ge=1, le=256, description="Micro-batch size; 1 turns it off.")
     batch_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
     log_dir: str = Field("predictions", description="Prediction log folder, or gs://bucket/dir.")
@@ -65,6 +91,12 @@ class ServeSettings(BaseSettings):
     )
     plate_diameter_cm: float = Field(
         26.0, ge=5, le=100, description="Plate diameter assumed when a request gives none."
+    )
+    drift_max_concurrency: int = Field(
+        1, ge=1, description="Drift reports computed at once (beyond: 503 + Retry-After)."
+    )
+    drift_cache_s: float = Field(
+        60.0, ge=0, description="Seconds a computed drift report is reused for its window."
     )
 
     @model_validator(mode="after")

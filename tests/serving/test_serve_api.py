@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import threading
@@ -241,6 +242,7 @@ def test_readyz_waits_for_warmup(serve_models: ServeModels, tmp_path: Path) -> N
         first = c.get("/readyz")
         assert first.status_code == 503
         assert first.json()["error"]["code"] == "not_ready"
+        assert first.headers["Retry-After"] == "1"  # a probe or client knows when to ask again
         assert c.get("/healthz").status_code == 200
         wait_ready(c)
 
@@ -297,3 +299,32 @@ def test_torch_backend_serves_the_checkpoint(serve_models: ServeModels, tmp_path
     assert [x["id"] for x in body["classes"]] == [x["id"] for x in onnx_body["classes"]]
     assert body["model_id"].startswith("fast_unet-")
     assert body["model_id"] != onnx_body["model_id"]
+
+
+def test_model_info_shows_no_absolute_server_path(client: TestClient) -> None:
+    info = client.get("/v1/model").json()
+    text = str(info)
+    assert "/tmp" not in text
+    assert str(Path.home()) not in text
+    # Names relative to the model's folder instead.
+    assert info["lineage"]["parent"]["path"] == "checkpoints/best.ckpt"
+    assert not info["lineage"]["data"]["path"].startswith("/")
+
+
+def test_overlay_is_capped_and_says_its_size(serve_models: ServeModels, tmp_path: Path) -> None:
+    settings = ServeSettings(
+        model=serve_models.onnx, log_dir=str(tmp_path), max_output_pixels=120_000
+    )
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        photo = make_photo(800, 600, fmt="PNG", seed=5)
+        body = segment(c, photo, "p.png", overlay="true").json()
+        assert body["image"] == {"width": 800, "height": 600}
+        assert body["output"] == {"width": 400, "height": 300}
+        overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_jpeg_base64"])))
+        assert overlay.size == (400, 300)
+        mask = segment(c, photo, "p.png", output="mask")
+        assert mask.headers["X-Output-Size"] == "400x300"
+        assert Image.open(io.BytesIO(mask.content)).size == (400, 300)
+        small = segment(c, make_photo(200, 100, seed=1), output="overlay")
+        assert small.headers["X-Output-Size"] == "200x100"  # under the cap: the photo's size

@@ -88,6 +88,15 @@ def test_bad_query_is_422(client: TestClient) -> None:
     assert_error(r, 422, "validation_error")
 
 
+def test_a_query_parameter_given_twice_is_422_naming_it(client: TestClient) -> None:
+    r = client.post(
+        "/v1/segment?output=json&output=mask", files={"file": ("x.jpg", b"x", "image/jpeg")}
+    )
+    assert_error(r, 422, "conflicting_query")
+    assert "output" in r.json()["error"]["message"]
+    assert_error(client.get("/v1/drift?window=5&window=9"), 422, "conflicting_query")
+
+
 def test_not_an_image_is_415(client: TestClient) -> None:
     assert_error(upload(client, b"%PDF-1.4 definitely not a photo" * 10), 415, "not_an_image")
 

@@ -141,3 +141,60 @@ def test_page_shows_errors_from_the_api(
     sync_api.expect(page.locator("#status")).to_contain_text("415")
     assert "error" in (page.locator("#status").get_attribute("class") or "")
     page.close()
+
+
+def test_a_failed_upload_clears_the_previous_result(
+    browser: Any,
+    photo: Path,
+    serve_models: ServeModels,
+    live_server: Callable[..., LiveServer],
+    tmp_path: Path,
+) -> None:
+    server = live_server(serve_models.onnx, ["--no-access-log"])
+    page, _ = open_page(browser, server.url)
+    page.set_input_files("#file", str(photo))
+    wait_for_result(page)
+    expect = sync_api.expect
+    expect(page.locator("#results")).to_be_visible()
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(photo.read_bytes()[:200])  # a truncated JPEG: 400
+    page.set_input_files("#file", str(bad))
+    expect(page.locator("#status")).to_contain_text("400")
+    assert "error" in (page.locator("#status").get_attribute("class") or "")
+    # Nothing of the previous photo's result may stay on screen next to the error.
+    expect(page.locator("#results")).to_be_hidden()
+    assert page.locator("#legend tbody tr").count() == 0
+    assert page.evaluate("document.getElementById('overlay').getAttribute('src')") in (None, "")
+    assert page.locator("#latency").inner_text() == ""
+    page.close()
+
+
+def test_api_docs_render_with_no_network(
+    browser: Any, serve_models: ServeModels, live_server: Callable[..., LiveServer]
+) -> None:
+    """/docs loads Swagger UI from this server only: every other host is cut off."""
+    server = live_server(serve_models.onnx, ["--no-access-log"])
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/v1/segment" in paths
+    assert "/v1/drift" in paths
+    assert outside == []
+    assert problems == []
+    context.close()

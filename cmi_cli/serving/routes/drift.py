@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from cmi_cli.errors import CmiError
+from cmi_cli.monitoring.drift_service import DriftBusyError
 from cmi_cli.serving.deps import require_api_key
 from cmi_cli.serving.errors import ClientError
 from cmi_cli.serving.schemas import error_responses
@@ -30,7 +31,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "the test, score and verdict; with ?format=html Evidently's report.",
         "content": {"text/html": {"schema": {"type": "string"}}},
     },
-    **error_responses(401, 404, 409, 422),
+    **error_responses(401, 404, 409, 422, 503),
 }
 
 
@@ -46,20 +47,27 @@ async def drift(
 ) -> Any:
     """Compare the last N logged requests with the reference the model was trained with.
 
-    The JSON summary is the background refresher's latest when it is fresh; a different
-    window, or the HTML report, is computed now in a worker thread.
+    Reports are cached per window for a while (``CMI_DRIFT_CACHE_S``) and computed off the
+    request path; simultaneous requests for one window share one computation, and when every
+    drift slot is busy with other windows the answer is 503 with ``Retry-After``.
     """
     monitor = getattr(request.app.state, "drift", None)
     if monitor is None:
         reason = getattr(request.app.state, "drift_reason", "") or "drift monitoring is off"
         raise ClientError(404, "drift_unavailable", reason)
     try:
-        if format is DriftFormat.html:
-            result = await asyncio.to_thread(monitor.compute, window)
-        else:
-            result = await asyncio.to_thread(monitor.result, window)
+        result = await monitor.report(window)
+    except DriftBusyError:
+        retry = str(max(1, request.app.state.settings.retry_after_s))
+        raise ClientError(
+            503,
+            "drift_busy",
+            "drift reports for other windows are being computed; retry shortly",
+            {"Retry-After": retry},
+        ) from None
     except CmiError as exc:
         raise ClientError(409, "insufficient_data", exc.message) from None
     if format is DriftFormat.html:
-        return HTMLResponse(result.snapshot.get_html_str(as_iframe=False))
+        html = await asyncio.to_thread(result.snapshot.get_html_str, as_iframe=False)
+        return HTMLResponse(html)
     return result.to_dict()

@@ -22,7 +22,10 @@ def readyz(request: Request) -> ReadyResponse:
     """The model is loaded and warmed up (503 until then)."""
     service = getattr(request.app.state, "service", None)
     if service is None or not service.ready.is_set():
-        raise ClientError(503, "not_ready", "the model is loading or warming up")
+        retry = str(max(1, request.app.state.settings.retry_after_s))
+        raise ClientError(
+            503, "not_ready", "the model is loading or warming up", {"Retry-After": retry}
+        )
     return ReadyResponse(model_id=service.model.id)
 
 

@@ -28,13 +28,14 @@ class OutputKind(str, Enum):
 _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON; with ?output=mask a PNG of class ids (one byte per pixel, the "
-        "photo's size); with ?output=overlay a JPEG of the photo with the coloured mask.",
+        "photo's size, scaled down to at most CMI_MAX_OUTPUT_PIXELS: see X-Output-Size); "
+        "with ?output=overlay a JPEG of the photo with the coloured mask (same size rule).",
         "content": {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
         },
     },
-    **error_responses(400, 401, 413, 415, 422, 503),
+    **error_responses(400, 401, 408, 413, 415, 422, 503),
 }
 
 
@@ -53,12 +54,20 @@ async def segment(
         OutputKind.json
     ),
     overlay: Annotated[
-        bool, Query(description="With JSON output, add the overlay as base64 JPEG.")
+        bool,
+        Query(
+            description="With output=json, add the overlay as base64 JPEG (ignored with "
+            "output=mask or output=overlay: output wins)."
+        ),
     ] = False,
     nutrition: NutritionQuery = False,
     plate_diameter_cm: PlateQuery = None,
 ) -> Any:
-    """Segment a photo: classes present with their share of pixels and confidence."""
+    """Segment a photo: classes present with their share of pixels and confidence.
+
+    ``overlay=true`` adds the overlay to the JSON answer only: with ``output=mask`` or
+    ``output=overlay`` the answer is that image, and ``output`` wins.
+    """
     data = await file.read()
     result: ImageResult = await service.segment(data, file.filename, output.value, overlay)
     headers = {
@@ -66,6 +75,8 @@ async def segment(
         "X-Model-ID": service.model.id,
         "X-Inference-Ms": f"{result.inference_ms:.3f}",
     }
+    if result.output_size is not None:  # the mask/overlay may be smaller than the photo
+        headers["X-Output-Size"] = f"{result.output_size[0]}x{result.output_size[1]}"
     if output is OutputKind.mask:
         return Response(result.body, media_type="image/png", headers=headers)
     if output is OutputKind.overlay:
@@ -80,7 +91,7 @@ async def segment(
 @router.post(
     "/segment/batch",
     response_model=BatchResponse,
-    responses=error_responses(401, 413, 422, 503),
+    responses=error_responses(401, 408, 413, 422, 503),
     summary="Segment several photos in one request",
 )
 async def segment_batch(

@@ -53,6 +53,14 @@ function percent(value) {
   return `${(value * 100).toFixed(1)} %`;
 }
 
+// Nothing of a previous photo's result may stay next to a new photo's error.
+function clearResult() {
+  $("results").hidden = true;
+  $("overlay").removeAttribute("src");
+  $("latency").textContent = "";
+  $("legend").querySelector("tbody").replaceChildren();
+}
+
 function showResult(body, roundTripMs) {
   $("overlay").src = `data:image/jpeg;base64,${body.overlay_jpeg_base64}`;
   $("latency").textContent =
@@ -81,6 +89,7 @@ function showResult(body, roundTripMs) {
 
 async function upload(file) {
   if (!file) return;
+  clearResult();
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
   state.file = file;
