@@ -63,8 +63,8 @@ def sweep_cmd(
         typer.Option(
             "--storage",
             help="Optuna storage URL. Default: SQLite sweeps/NAME/study.db. Share one study "
-            "between machines with postgresql://user:password@host/db (needs psycopg2): run "
-            "the same command, same --study-name, on each.",
+            "between machines with postgresql://user:password@host/db (pip install "
+            "'cmi-cli[postgres]'): run the same command, same --study-name, on each.",
             envvar="CMI_SWEEP_STORAGE",
             show_default=False,
         ),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -77,19 +76,6 @@ def test_gcs_log_deletes_whole_files_past_the_bounds(
     assert len(names) == 2, names
     kept = read_gcs_predictions(url)
     assert [r["request_id"] for r in kept] == [f"r{n}" for n in range(16, 22)]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_sample_master: Path) -> Path:
-    """A ``debug=tiny`` checkpoint of the tiny sample (the run folder)."""
-    root = tmp_path_factory.mktemp("served")
-    shutil.copytree(tiny_sample_master, root / "data" / "foodseg103")
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    subprocess.run(
-        [sys.executable, "-m", "cmi_cli", "train", "debug=tiny", "run.name=served"],
-        cwd=root, env=env, check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
-    return root
 
 
 def photo(seed: int) -> bytes:
