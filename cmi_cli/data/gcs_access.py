@@ -51,7 +51,8 @@ def prepare_gcs_access(url: str, remote_config: Mapping[str, Any]) -> None:
         logging.getLogger("gcsfs").addFilter(_drop_bucket_type_warnings)
         if not quiet:
             warn(
-                f"no Google Cloud credentials for {url}: trying anonymous access; {CREDENTIALS_HINT}"
+                f"no Google Cloud credentials for {url}: trying anonymous access; "
+                + CREDENTIALS_HINT
             )
 
 

@@ -3,8 +3,8 @@
 ``--reference`` is a feature CSV, a model (checkpoint, run folder or ONNX: its saved
 reference), or a dataset folder (image features computed now). ``--current`` is a feature CSV,
 a prediction log (the folder or ``gs://bucket/prefix`` given to ``cmi serve --log-dir``, or
-JSON-lines files downloaded from one), a dataset folder, or the URL of a running server (whose ``/v1/drift``
-answer is used as is).
+JSON-lines files downloaded from one), a dataset folder, or the URL of a running server
+(whose ``/v1/drift`` answer is used as is).
 """
 
 from __future__ import annotations
@@ -180,7 +180,8 @@ def _read_gcs(url: str) -> list[dict[str, Any]]:
     try:
         records = read_gcs_predictions(url)
     except ValueError as exc:
-        raise DataError(str(exc), hint="Use prediction logs written by 'cmi serve'", exit_code=2)
+        hint = "Use prediction logs written by 'cmi serve'"
+        raise DataError(str(exc), hint=hint, exit_code=2) from None
     except Exception as exc:  # the storage client's errors: no access, no bucket, no network
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(
