@@ -53,8 +53,12 @@ _received: list[int] = []
 
 
 def _raise(signum: int, _frame: FrameType | None) -> None:
+    first = not _received
     _received.append(signum)
-    raise SweepInterrupted(signum)
+    # A second signal (Ctrl-C twice, or SIGTERM passed on to a worker that already saw
+    # Ctrl-C) must not cut short the clean-up that marks the trial failed.
+    if first:
+        raise SweepInterrupted(signum)
 
 
 @contextmanager

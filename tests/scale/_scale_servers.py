@@ -52,6 +52,18 @@ def wait_for_port(
     raise RuntimeError(f"{what} did not listen on {port} in {timeout:.0f} s: {_tail(log)}")
 
 
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} server exited {proc.returncode}: {_tail(log)}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} was not ready in {timeout:.0f} s: {_tail(log)}")
+
+
 def _tail(log: Path) -> str:
     try:
         return log.read_text(errors="replace")[-2000:]
@@ -334,6 +346,7 @@ def prometheus_server(config: Path, tmp: Path) -> Iterator[Prometheus]:
         )
     try:
         wait_for_port(port, proc, "prometheus", log)
+        _wait_ready(f"http://127.0.0.1:{port}/-/ready", proc, log)
         yield Prometheus(port, proc)
     finally:
         stop(proc)

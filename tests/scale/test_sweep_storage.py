@@ -263,3 +263,19 @@ def test_missing_driver_is_one_line_naming_the_extra(project: Path) -> None:
     assert "cmi-cli[postgres]" in proc.stderr
     assert "secret" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bare_postgres_urls_are_pinned_to_the_extras_driver() -> None:
+    import tomllib
+
+    from cmi_cli.tuning.optuna_study import POSTGRES_DRIVER, storage_url
+
+    assert storage_url("postgresql://u:p@h/db") == f"postgresql+{POSTGRES_DRIVER}://u:p@h/db"
+    assert storage_url("postgres://u:p@h/db") == f"postgresql+{POSTGRES_DRIVER}://u:p@h/db"
+    for explicit in ("postgresql+psycopg2://u:p@h/db", "sqlite:///x.db"):
+        assert storage_url(explicit) == explicit
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith(f"{POSTGRES_DRIVER}[binary]") for req in extras["postgres"])
+    assert any(req.startswith("google-cloud-storage") for req in extras["gcp"])
+    assert any(req.startswith("dvc-gs") for req in extras["gcp"])
