@@ -187,6 +187,7 @@ class GcsJsonlSink:
         if not bucket:
             raise ValueError(f"not a gs://bucket/prefix URL: {url!r}")
         client = client or gcs_client()
+        self._url = url
         self.retention = retention or Retention()
         self._bucket = client.bucket(bucket)
         self._prefix = prefix.strip("/")
@@ -221,8 +222,8 @@ class GcsJsonlSink:
         self._count, self._opened = self._count + 1, time.monotonic()
         try:
             self.prune()
-        except Exception:  # the records are safe; a failed clean-up is retried next upload
-            log.warning("could not prune the prediction log at gs://%s", self._bucket.name)
+        except Exception as exc:  # the records are safe; a failed clean-up is retried next upload
+            log.warning("could not prune the prediction log at %s: %s", self._url, exc)
 
     def prune(self, now: float | None = None) -> list[str]:
         """Delete log files wholly outside the retention bounds; return their names."""
