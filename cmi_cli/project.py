@@ -267,10 +267,15 @@ def init_project(
         remote_url = _configure_remote(root, remote)
 
         data_root, version, pushed = _add_sample(
-            root, undo, with_sample, is_local, sample_images, sample_size, seed, show_progress
+            root,
+            undo,
+            with_sample,
+            None if is_local else remote_url,
+            sample_images,
+            sample_size,
+            seed,
+            show_progress,
         )
-        if with_sample and not is_local:
-            _warn_cloud_push(remote or "")
     except BaseException as exc:
         left = undo.run()
         if isinstance(exc, CmiError):
@@ -290,13 +295,17 @@ def _add_sample(
     root: Path,
     undo: _Undo,
     with_sample: bool,
-    push_now: bool,
+    cloud_remote: str | None,
     images: int,
     size: int,
     seed: int,
     show_progress: bool,
 ) -> tuple[Path | None, str | None, int]:
-    """Generate, track and (to a folder remote) push the sample; return its root, md5, pushes."""
+    """Generate, track and push the sample; return its root, md5 and files pushed.
+
+    A folder remote that cannot be written fails init (it is undone); a cloud remote that
+    cannot be reached leaves the project, with a warning to push later.
+    """
     if not with_sample:
         return None, None, 0
     from cmi_cli.data.sample import generate_sample
@@ -310,17 +319,24 @@ def _add_sample(
     undo.step = "tracking the sample with DVC"
     track([data_root], cwd=root)
     undo.step = "pushing the sample to the remote"
-    pushed = push(cwd=root, show_progress=show_progress).transferred if push_now else 0
-    return data_root, data_version(data_root), pushed
+    version = data_version(data_root)
+    remote = cloud_remote
+    if remote is None:
+        return data_root, version, push(cwd=root, show_progress=show_progress).transferred
+    if remote.startswith("gs://") and importlib.util.find_spec("dvc_gs") is None:
+        _warn_not_pushed(remote, f"{GCP_EXTRA_HINT}, then run `cmi data push`")
+        return data_root, version, 0
+    try:
+        pushed = push(cwd=root, show_progress=show_progress).transferred
+    except DvcError as exc:
+        _warn_not_pushed(remote, f"{exc.one_line()}; then run `cmi data push`")
+        return data_root, version, 0
+    return data_root, version, pushed
 
 
-def _warn_cloud_push(remote: str) -> None:
+def _warn_not_pushed(remote: str, fix: str) -> None:
     from rich.markup import escape
 
-    if remote.startswith("gs://") and importlib.util.find_spec("dvc_gs") is None:
-        fix = f"{GCP_EXTRA_HINT}, then run `cmi data push`"
-    else:
-        fix = "run `cmi data push` when you are ready"
     # escape: "[gcp]" would otherwise read as rich markup and vanish.
     warn(escape(f"the data was not pushed to {remote}: {fix}"))
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cmi_cli.console import info, is_quiet, out_console
+from cmi_cli.console import err_console, info, is_quiet, out_console
 from cmi_cli.errors import UsageError
 
 PANEL = "Model"
@@ -63,8 +63,8 @@ def sweep_cmd(
         typer.Option(
             "--storage",
             help="Optuna storage URL. Default: SQLite sweeps/NAME/study.db. Share one study "
-            "between machines with postgresql://user:password@host/db (needs psycopg2): run "
-            "the same command, same --study-name, on each.",
+            "between machines with postgresql://user:password@host/db (pip install "
+            "'cmi-cli[postgres]'): run the same command, same --study-name, on each.",
             envvar="CMI_SWEEP_STORAGE",
             show_default=False,
         ),
@@ -84,6 +84,14 @@ def sweep_cmd(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Sampler seed (Optuna).", show_default=False)
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the study (an error if it does not exist). Its interrupted trials "
+            "are marked failed and redone.",
+        ),
+    ] = False,
 ) -> None:
     """Search hyperparameters with Optuna or W&B; each trial is a normal 'cmi train' run.
 
@@ -93,7 +101,9 @@ def sweep_cmd(
     The sweep folder gets study.db, trials.csv, history.png, importances.png,
     runs/ (a run folder per trial) and best.yaml: 'cmi train --config best.yaml'.
 
-    Rerun with the same study name to add trials. Spread one study over many
+    Rerun with the same study name (or --resume) to add trials; trials
+    stopped by Ctrl-C, SIGTERM or a killed worker are marked failed and redone.
+    Spread one study over many
     machines with a shared database, on each machine:
     cmi sweep lr_width --storage postgresql://user:pass@host/db --study-name lr1 -n 100
     """
@@ -107,8 +117,8 @@ def sweep_cmd(
     root = Path.cwd()
     parsed = load_spec(spec or "default", project_root=root)
     if backend is Backend.wandb:
-        if workers > 1 or storage:
-            raise UsageError("--workers and --storage are for --backend optuna")
+        if workers > 1 or storage or resume:
+            raise UsageError("--workers, --storage and --resume are for --backend optuna")
         from cmi_cli.tuning.wandb_backend import run_wandb_sweep
 
         result = run_wandb_sweep(
@@ -120,20 +130,29 @@ def sweep_cmd(
             sweep_dir=out,
         )
     else:
+        from cmi_cli.tuning.interrupt import SweepInterrupted
         from cmi_cli.tuning.optuna_backend import run_optuna_sweep
 
-        result = run_optuna_sweep(
-            parsed,
-            root,
-            overrides=fixed,
-            n_trials=trials,
-            workers=workers,
-            storage=storage,
-            study_name=study_name,
-            sweep_dir=out,
-            seed=seed,
-            show_progress=not is_quiet(),
-        )
+        try:
+            result = run_optuna_sweep(
+                parsed,
+                root,
+                overrides=fixed,
+                n_trials=trials,
+                workers=workers,
+                storage=storage,
+                study_name=study_name,
+                sweep_dir=out,
+                seed=seed,
+                show_progress=not is_quiet(),
+                resume=resume,
+            )
+        except SweepInterrupted as exc:
+            err_console().print(
+                f"[bold red]interrupted[/bold red] ({exc}): the running trials are marked "
+                "failed; rerun with --resume to redo them"
+            )
+            raise typer.Exit(exc.exit_code) from None
     render_trials(result.rows, result.metric, result.goal, out_console())
     if result.best is not None:
         out_console().print(

@@ -61,6 +61,7 @@ def resolve_remote(repo: Any, remote: str | None) -> RemoteInfo:
     """Return the named remote, or the project's default one.
 
     Reads ``.dvc/config`` only, so a cloud remote resolves even when its DVC plugin is missing.
+    A gs:// remote gets its credentials checked once (see :mod:`cmi_cli.data.gcs_access`).
 
     Raises:
         DvcError: If no remote is named and none is the default, or the name is unknown.
@@ -76,6 +77,10 @@ def resolve_remote(repo: Any, remote: str | None) -> RemoteInfo:
             hint=f"add it with `dvc remote add {name} URL` or pass one of the configured names",
         )
     url = str(remotes[name].get("url", ""))
+    if urlparse(url).scheme == "gs":
+        from cmi_cli.data.gcs_access import prepare_gcs_access
+
+        prepare_gcs_access(url, remotes[name])
     return RemoteInfo(name, url, local_path_of(url))
 
 

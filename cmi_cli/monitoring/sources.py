@@ -2,9 +2,9 @@
 
 ``--reference`` is a feature CSV, a model (checkpoint, run folder or ONNX: its saved
 reference), or a dataset folder (image features computed now). ``--current`` is a feature CSV,
-a prediction log (the folder given to ``cmi serve --log-dir``, or JSON-lines files downloaded
-from a ``gs://`` log), a dataset folder, or the URL of a running server (whose ``/v1/drift``
-answer is used as is).
+a prediction log (the folder or ``gs://bucket/prefix`` given to ``cmi serve --log-dir``, or
+JSON-lines files downloaded from one), a dataset folder, or the URL of a running server
+(whose ``/v1/drift`` answer is used as is).
 """
 
 from __future__ import annotations
@@ -111,8 +111,10 @@ def load_current(
     Raises:
         DataError: If the log is empty or malformed, or the path holds no features (exit 2).
     """
-    path = Path(spec)
     shares = reference.table.share_classes
+    if spec.startswith("gs://"):
+        return table_from_log(_filter(_read_gcs(spec), window, since), shares, source=spec)
+    path = Path(spec)
     if path.is_dir() and (path / "predictions.sqlite").is_file():
         return table_from_log(_read_log(path, window, since), shares, source=str(path))
     if path.is_dir() and any(path.glob("*.jsonl")):
@@ -167,6 +169,30 @@ def _read_log(path: Path, window: int | None, since: dt.datetime | None) -> list
         raise DataError(
             f"the prediction log in {path} has no records{what}",
             hint="Send requests to the server first, or widen --since",
+            exit_code=2,
+        )
+    return records
+
+
+def _read_gcs(url: str) -> list[dict[str, Any]]:
+    from cmi_cli.serving.store import read_gcs_predictions
+
+    try:
+        records = read_gcs_predictions(url)
+    except ValueError as exc:
+        hint = "Use prediction logs written by 'cmi serve'"
+        raise DataError(str(exc), hint=hint, exit_code=2) from None
+    except Exception as exc:  # the storage client's errors: no access, no bucket, no network
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            f"cannot read the prediction log at {url}: {first}",
+            hint="Check the bucket and credentials (docs/cloud.md)",
+            exit_code=2,
+        ) from None
+    if not records:
+        raise DataError(
+            f"no prediction records under {url}",
+            hint="Send requests to the server first; it uploads every 1000 records or 5 minutes",
             exit_code=2,
         )
     return records

@@ -30,7 +30,7 @@ from cmi_cli.serving.predictor import ServedModel
 from cmi_cli.serving.routes import drift, health, model, page, segment
 from cmi_cli.serving.service import SegmentService
 from cmi_cli.serving.settings import ServeSettings, load_settings
-from cmi_cli.serving.store import PredictionLog, open_prediction_log
+from cmi_cli.serving.store import PredictionLog, Retention, open_prediction_log
 
 log = logging.getLogger("cmi_cli.serving")
 ROUTERS = (segment.router, model.router, drift.router, health.router, page.router)
@@ -128,7 +128,11 @@ def _start_service(
     )
     prediction_log: PredictionLog | None = None
     if settings.log_predictions:
-        prediction_log = open_prediction_log(settings.log_dir, on_error=metrics.log_errors.inc)
+        prediction_log = open_prediction_log(
+            settings.log_dir,
+            on_error=metrics.log_errors.inc,
+            retention=Retention(settings.log_max_age_days, settings.log_max_records),
+        )
     return SegmentService(model, settings, metrics, prediction_log)
 
 

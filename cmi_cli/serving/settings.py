@@ -74,6 +74,12 @@ class ServeSettings(BaseSettings):
     batch_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
     log_dir: str = Field("predictions", description="Prediction log folder, or gs://bucket/dir.")
     log_predictions: bool = True
+    log_max_age_days: float = Field(
+        30.0, ge=0, description="Delete logged predictions older than this (0: keep all)."
+    )
+    log_max_records: int = Field(
+        100_000, ge=0, description="Keep at most this many logged predictions (0: no bound)."
+    )
     warmup_runs: int = Field(2, ge=0)
     reference: Path | None = Field(
         None, description="Drift reference features (default: the one beside the model)."

@@ -4,6 +4,11 @@ Requests hand records to a queue; one writer thread drains it into a sink, so co
 requests never interleave writes. The local sink is SQLite in WAL mode (several worker
 processes may share the file: each has its own connection, and SQLite serialises commits);
 a ``gs://bucket/prefix`` folder buffers records and uploads rotated JSON-lines files.
+
+The log is bounded (:class:`Retention`): records older than ``CMI_LOG_MAX_AGE_DAYS`` (default
+30) and all but the newest ``CMI_LOG_MAX_RECORDS`` (default 100000) are deleted as new ones
+are written; 0 turns a bound off. On GCS whole files are deleted, by their age and by the
+record counts kept in their metadata.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +55,53 @@ _COLUMNS = (
 _JSON_COLUMNS = ("image_features", "class_shares")
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How much of the prediction log to keep (0: no bound of that kind).
+
+    Attributes:
+        max_age_days: Delete records older than this.
+        max_records: Keep at most this many records (the newest).
+        every_s: Enforce the bounds at most this often.
+    """
+
+    max_age_days: float = 30.0
+    max_records: int = 100_000
+    every_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> Retention:
+        """Read ``CMI_LOG_MAX_AGE_DAYS`` and ``CMI_LOG_MAX_RECORDS`` (defaults otherwise).
+
+        Raises:
+            UsageError: If a value is not a number >= 0.
+        """
+        age = _env_number("CMI_LOG_MAX_AGE_DAYS", cls.max_age_days)
+        records = _env_number("CMI_LOG_MAX_RECORDS", cls.max_records)
+        return cls(max_age_days=age, max_records=int(records))
+
+    def cutoff(self, now: float | None = None) -> float | None:
+        """The oldest timestamp to keep, or None without an age bound."""
+        if self.max_age_days <= 0:
+            return None
+        return (time.time() if now is None else now) - self.max_age_days * 86400
+
+
+def _env_number(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        from cmi_cli.errors import UsageError
+
+        raise UsageError(f"{name}={text!r} is not a number >= 0", hint="0 turns the bound off")
+    return value
+
+
 class Sink(Protocol):
     """Where records end up."""
 
@@ -62,14 +115,35 @@ class Sink(Protocol):
 
 
 class SqliteSink:
-    """Records as rows of ``predictions.sqlite`` in a folder."""
+    """Records as rows of ``predictions.sqlite`` in a folder, pruned to ``retention``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, retention: Retention | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / DB_NAME
         self._conn = _connect(self.path)
+        self.retention = retention or Retention()
+        self._pruned = 0.0
         with self._conn:
             self._conn.executescript(_SCHEMA)
+        self.prune()
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the records outside the retention bounds; return how many."""
+        cutoff, keep = self.retention.cutoff(now), self.retention.max_records
+        deleted = 0
+        with self._conn:
+            if cutoff is not None:
+                deleted += self._conn.execute(
+                    "DELETE FROM predictions WHERE ts < ?", (cutoff,)
+                ).rowcount
+            if keep > 0:
+                deleted += self._conn.execute(
+                    "DELETE FROM predictions WHERE id <= (SELECT id FROM predictions "
+                    "ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (keep,),
+                ).rowcount
+        self._pruned = time.monotonic()
+        return deleted
 
     def write(self, records: list[dict[str, Any]]) -> None:
         """Insert the records in one transaction."""
@@ -81,6 +155,8 @@ class SqliteSink:
         marks = ", ".join("?" * (len(_COLUMNS) + len(_JSON_COLUMNS)))
         with self._conn:
             self._conn.executemany(f"INSERT INTO predictions ({names}) VALUES ({marks})", rows)
+        if time.monotonic() - self._pruned >= self.retention.every_s:
+            self.prune()
 
     def close(self) -> None:
         """Close the connection."""
@@ -96,6 +172,7 @@ class GcsJsonlSink:
             .upload_from_string(data, content_type=...)``); created when None.
         rotate_records: Upload once this many records are buffered.
         rotate_seconds: Upload buffered records at least this often (checked on writes).
+        retention: Bounds applied after each upload (whole files are deleted).
     """
 
     def __init__(
@@ -104,21 +181,14 @@ class GcsJsonlSink:
         client: Any = None,
         rotate_records: int = 1000,
         rotate_seconds: float = 300.0,
+        retention: Retention | None = None,
     ) -> None:
         bucket, _, prefix = url.removeprefix("gs://").partition("/")
         if not bucket:
             raise ValueError(f"not a gs://bucket/prefix URL: {url!r}")
-        if client is None:
-            try:
-                from google.cloud import storage
-            except ImportError:
-                from cmi_cli.errors import UsageError
-
-                raise UsageError(
-                    "a gs:// prediction log needs google-cloud-storage",
-                    hint="pip install google-cloud-storage, or use a local --log-dir",
-                ) from None
-            client = storage.Client()
+        client = client or gcs_client()
+        self._url = url
+        self.retention = retention or Retention()
         self._bucket = client.bucket(bucket)
         self._prefix = prefix.strip("/")
         self._rotate_records, self._rotate_seconds = rotate_records, rotate_seconds
@@ -146,8 +216,32 @@ class GcsJsonlSink:
         name = f"predictions-{stamp}-{os.getpid()}-{self._count:05d}.jsonl"
         path = f"{self._prefix}/{name}" if self._prefix else name
         data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        self._bucket.blob(path).upload_from_string(data, content_type="application/x-ndjson")
+        blob = self._bucket.blob(path)
+        blob.metadata = {"records": str(len(records)), "last_ts": str(records[-1].get("ts", ""))}
+        blob.upload_from_string(data, content_type="application/x-ndjson")
         self._count, self._opened = self._count + 1, time.monotonic()
+        try:
+            self.prune()
+        except Exception as exc:  # the records are safe; a failed clean-up is retried next upload
+            log.warning("could not prune the prediction log at %s: %s", self._url, exc)
+
+    def prune(self, now: float | None = None) -> list[str]:
+        """Delete log files wholly outside the retention bounds; return their names."""
+        cutoff, keep = self.retention.cutoff(now), self.retention.max_records
+        if cutoff is None and keep <= 0:
+            return []
+        prefix = f"{self._prefix}/predictions-" if self._prefix else "predictions-"
+        blobs = sorted(self._bucket.list_blobs(prefix=prefix), key=lambda b: b.name, reverse=True)
+        kept, doomed = 0, []
+        for blob in blobs:  # newest first: the names start with the upload time
+            meta = blob.metadata or {}
+            last = float(meta.get("last_ts") or 0) or blob.time_created.timestamp()
+            if (cutoff is not None and last < cutoff) or (keep > 0 and kept >= keep):
+                doomed.append(blob)
+            kept += int(meta.get("records") or 0)
+        for blob in doomed:
+            blob.delete()
+        return [b.name for b in doomed]
 
     def close(self) -> None:
         """Upload what is left."""
@@ -213,16 +307,70 @@ class PredictionLog:
                 self._on_error(len(batch))
 
 
+def gcs_client() -> Any:
+    """Return a ``google.cloud.storage.Client`` (the [gcp] extra).
+
+    With ``STORAGE_EMULATOR_HOST`` set the client talks to that emulator, anonymously.
+
+    Raises:
+        UsageError: If google-cloud-storage is not installed.
+    """
+    try:
+        from google.cloud import storage
+    except ImportError:
+        from cmi_cli.errors import UsageError
+
+        raise UsageError(
+            "a gs:// prediction log needs google-cloud-storage",
+            hint="pip install 'cmi-cli[gcp]', or use a local --log-dir",
+        ) from None
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="emulator", credentials=AnonymousCredentials())
+    return storage.Client()
+
+
 def open_prediction_log(
-    log_dir: str, on_error: Callable[[int], None] | None = None, gcs_client: Any = None
+    log_dir: str,
+    on_error: Callable[[int], None] | None = None,
+    gcs_client: Any = None,
+    retention: Retention | None = None,
 ) -> PredictionLog:
-    """Open the log at a folder or a ``gs://bucket/prefix``."""
+    """Open the log at a folder or a ``gs://bucket/prefix``, bounded by ``retention``.
+
+    ``retention`` defaults to :meth:`Retention.from_env`.
+    """
     sink: Sink
+    bounds = retention or Retention.from_env()
     if log_dir.startswith("gs://"):
-        sink = GcsJsonlSink(log_dir, client=gcs_client)
+        sink = GcsJsonlSink(log_dir, client=gcs_client, retention=bounds)
     else:
-        sink = SqliteSink(Path(log_dir))
+        sink = SqliteSink(Path(log_dir), retention=bounds)
     return PredictionLog(sink, on_error)
+
+
+def read_gcs_predictions(url: str, client: Any = None) -> list[dict[str, Any]]:
+    """Read every record of a ``gs://bucket/prefix`` prediction log, oldest first.
+
+    Raises:
+        ValueError: If a line is not a JSON object (its object and line are named).
+    """
+    bucket, _, prefix = url.removeprefix("gs://").partition("/")
+    client = client or gcs_client()
+    prefix = prefix.strip("/")
+    records: list[dict[str, Any]] = []
+    for blob in client.list_blobs(bucket, prefix=f"{prefix}/" if prefix else None):
+        if not blob.name.endswith(".jsonl"):
+            continue
+        for n, line in enumerate(blob.download_as_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line) if line.lstrip().startswith("{") else None
+            if not isinstance(record, dict):
+                raise ValueError(f"gs://{bucket}/{blob.name} line {n} is not a JSON record")
+            records.append(record)
+    return sorted(records, key=lambda r: float(r.get("ts", 0)))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

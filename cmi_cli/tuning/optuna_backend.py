@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 from cmi_cli.console import err_console, info, is_quiet, is_verbose, warn
 from cmi_cli.errors import CmiError
 from cmi_cli.tuning.finish import SweepResult
+from cmi_cli.tuning.interrupt import (
+    SweepInterrupted,
+    fail_interrupted,
+    interruptible,
+    interruption,
+    mark_worker,
+)
 from cmi_cli.tuning.optuna_space import default_trials, grid_size, make_sampler, suggest_values
 from cmi_cli.tuning.optuna_study import (
     SweepPlan,
@@ -41,6 +48,17 @@ def make_objective(plan: SweepPlan) -> Callable[[optuna.Trial], float]:
     spec = plan.spec
 
     def objective(trial: optuna.Trial) -> float:
+        mark_worker(trial)
+        try:
+            return attempt(trial)
+        except BaseException as exc:
+            stop = interruption(exc)
+            if stop is None:
+                raise
+            fail_interrupted(trial, f"{stop} in worker pid {os.getpid()}")
+            raise stop from None
+
+    def attempt(trial: optuna.Trial) -> float:
         values = suggest_values(trial, spec)
         name = free_run_name(plan.runs_dir, f"{plan.study_name}-t{trial.number}")
         trial.set_user_attr("values", values)
@@ -138,7 +156,11 @@ def _spawned_worker(plan: SweepPlan, lock: Any, quiet: bool, threads: int) -> No
 
     torch.set_num_threads(threads)
     try:
-        run_worker(plan, lock=lock, quiet=quiet)
+        with interruptible():
+            run_worker(plan, lock=lock, quiet=quiet)
+    except SweepInterrupted as exc:
+        err_console().print(f"worker {plan.worker}: interrupted ({exc}), its trial marked failed")
+        sys.exit(exc.exit_code)
     except CmiError as exc:
         err_console().print(f"[bold red]error:[/bold red] worker {plan.worker}: {exc.one_line()}")
         sys.exit(exc.exit_code)
@@ -163,6 +185,7 @@ def run_optuna_sweep(
     sweep_dir: Path | None = None,
     seed: int | None = None,
     show_progress: bool = True,
+    resume: bool = False,
 ) -> SweepResult:
     """Run (or continue) an Optuna study of ``spec`` and write its report.
 
@@ -177,13 +200,16 @@ def run_optuna_sweep(
         sweep_dir: Default ``sweeps/<study_name>`` in the project.
         seed: Sampler seed (worker i uses seed + i).
         show_progress: Show a progress bar of the study's trials.
+        resume: Continue an existing study only (an error when there is none).
 
     Returns:
         The trials, the best one, and the report files.
 
     Raises:
         ConfigError: A parameter key or value that ``cmi train`` rejects, or a bad storage.
-        UsageError: A fixed override that clashes with a searched parameter.
+        UsageError: A fixed override that clashes with a searched parameter, or ``resume``
+            without a study of that name.
+        SweepInterrupted: SIGINT or SIGTERM stopped it (the running trials are marked failed).
     """
     from cmi_cli.tuning.trial import check_fixed_overrides, check_spec_keys
 
@@ -202,6 +228,8 @@ def run_optuna_sweep(
     url = storage or f"sqlite:///{(folder / 'study.db').as_posix()}"
     plan = SweepPlan(spec, root, fixed, url, name, folder, total, seed)
     _quiet_optuna()
+    if resume:
+        _require_study(url, name)
     study = load_or_create_study(plan)
     before = counted_trials(study)
     if seed is not None and before:
@@ -213,7 +241,7 @@ def run_optuna_sweep(
     else:
         info(f"study '{name}': {before} trials so far, running {total - before} more in {folder}")
         show = show_progress and not is_quiet()
-        with _progress(show, total, before) as advance:
+        with interruptible(), _progress(show, total, before) as advance:
             if workers <= 1:
                 optimize_until(
                     study,
@@ -233,6 +261,19 @@ def run_optuna_sweep(
         storage=url,
         project_root=root,
     )
+
+
+def _require_study(url: str, name: str) -> None:
+    import optuna
+
+    from cmi_cli.errors import UsageError
+    from cmi_cli.tuning.optuna_study import open_storage
+
+    if name not in optuna.study.get_all_study_names(storage=open_storage(url)):
+        raise UsageError(
+            f"--resume: there is no study '{name}' to continue",
+            hint="Check --study-name and --storage, or drop --resume to start it",
+        )
 
 
 def _run_processes(plan: SweepPlan, workers: int, poll: Callable[[], None]) -> None:
@@ -256,6 +297,13 @@ def _run_processes(plan: SweepPlan, workers: int, poll: Callable[[], None]) -> N
         while any(p.is_alive() for p in procs):
             time.sleep(1.0)
             poll()
+    except BaseException:
+        # Ctrl-C reaches the workers too (one process group); SIGTERM or an error here does
+        # not: pass it on so each marks its trial failed before it exits.
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        raise
     finally:
         for p in procs:
             p.join()

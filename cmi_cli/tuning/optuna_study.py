@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,30 @@ from typing import TYPE_CHECKING, Any
 
 from cmi_cli.console import warn
 from cmi_cli.errors import ConfigError
+from cmi_cli.tuning.interrupt import GRACE_PERIOD, HEARTBEAT_INTERVAL, fail_orphaned_trials
 from cmi_cli.tuning.optuna_space import make_pruner, make_sampler
 from cmi_cli.tuning.report import TrialRow
 from cmi_cli.tuning.spec import SweepSpec
 
 if TYPE_CHECKING:
     import optuna
+
+
+POSTGRES_EXTRA_HINT = "pip install 'cmi-cli[postgres]'"
+# The driver cmi-cli[postgres] installs. A bare postgresql:// URL is pinned to it, because
+# SQLAlchemy's own default for that form changed (psycopg2 in 2.0, psycopg 3 in 2.1).
+POSTGRES_DRIVER = "psycopg"
+
+
+def storage_url(url: str) -> str:
+    """Return ``url`` with a bare ``postgresql://`` (or ``postgres://``) given our driver.
+
+    Explicit forms (``postgresql+psycopg2://``, ``postgresql+pg8000://``) are kept as given.
+    """
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return f"postgresql+{POSTGRES_DRIVER}://{url[len(bare) :]}"
+    return url
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -32,20 +51,62 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     )
     shown = _redact(url)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # The heartbeat lets a later run mark a killed worker's trial as failed.
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=60, grace_period=180
-            )
-    except ModuleNotFoundError as exc:
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    # The heartbeat lets a later run mark a vanished worker's trial as failed.
+                    return optuna.storages.RDBStorage(
+                        storage_url(url),
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=HEARTBEAT_INTERVAL,
+                        grace_period=GRACE_PERIOD,
+                    )
+            except Exception as exc:
+                # Workers that start together on an empty database race to create its
+                # tables; the loser finds them made a moment later.
+                if attempt == 2 or not _is_creation_race(exc):
+                    raise
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable")
+    except ImportError as exc:  # Optuna wraps the driver's ModuleNotFoundError in its own
+        missing = _missing_module(exc) or _driver_of(storage_url(url))
         raise ConfigError(
-            f"storage {shown} needs the Python package '{exc.name}'",
-            hint="For PostgreSQL: pip install psycopg2-binary",
+            f"storage {shown} needs the Python package '{missing}'", hint=_driver_hint(url, missing)
         ) from None
     except Exception as exc:  # SQLAlchemy's errors: bad URL, refused connection, bad login
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"cannot open the study storage {shown}: {first}") from None
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("UniqueViolation", "already exists", "duplicate key"))
+
+
+def _missing_module(exc: BaseException | None) -> str | None:
+    while exc is not None:
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            return exc.name.split(".")[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _driver_of(url: str) -> str:
+    scheme = url.split("://", 1)[0]
+    return scheme.split("+", 1)[1] if "+" in scheme else scheme
+
+
+def _driver_hint(url: str, missing: str) -> str:
+    scheme = url.split("://", 1)[0]
+    if storage_url(url) != url or scheme == f"postgresql+{POSTGRES_DRIVER}":
+        return POSTGRES_EXTRA_HINT
+    if scheme.startswith("postgres"):
+        return (
+            f"pip install {missing}, or use a plain postgresql:// URL with the driver of "
+            f"{POSTGRES_EXTRA_HINT}"
+        )
+    return f"pip install {missing}"
 
 
 def _redact(url: str) -> str:
@@ -111,9 +172,18 @@ def load_or_create_study(plan: SweepPlan) -> optuna.Study:
             f"study '{plan.study_name}' was created to {direction}, the spec says {plan.spec.goal}",
             hint="Use another --study-name, or fix metric.goal",
         )
+    orphans = fail_orphaned_trials(study)
+    if orphans and not plan.worker:
+        shown = ", ".join(str(n) for n in orphans)
+        warn(f"trials {shown} were left running by a worker that is gone: marked failed, redone")
     spec_json = json.dumps(plan.spec.raw, sort_keys=True, default=str)
     if "spec" not in study.user_attrs:
-        study.set_user_attr("spec", spec_json)
+        try:
+            study.set_user_attr("spec", spec_json)
+        except optuna.exceptions.StorageInternalError:
+            # Another worker set it at the same moment (a unique key): theirs stands.
+            if "spec" not in study.user_attrs:
+                raise
     elif study.user_attrs["spec"] != spec_json:
         warn(f"study '{plan.study_name}' was started with another spec; continuing with this one")
     return study
