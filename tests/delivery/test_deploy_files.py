@@ -18,7 +18,9 @@ import typer
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+# The repository's own workflows, and the one `cmi init` writes into every project.
+PROJECT_WORKFLOW = REPO / "cmi_cli" / "resources" / "project" / "github" / "data-change.yml"
+WORKFLOWS = [*sorted((REPO / ".github" / "workflows").glob("*.yml")), PROJECT_WORKFLOW]
 GCP = REPO / "deploy" / "gcp"
 
 
@@ -247,6 +249,42 @@ def test_cloudbuild_builds_dockerfile_targets_into_the_manifest_repository() -> 
         assert pool["containerSpec"]["imageUri"].endswith(f"/{repo}/train:${{TAG}}")
 
 
+def _cloud_build_substitute(text: str, values: dict[str, str]) -> str:
+    """What Cloud Build does to a value: $X and ${X} from `values`, $$ a literal $."""
+    return re.sub(
+        r"\$\$|\$\{(\w+)\}|\$(\w+)",
+        lambda m: "$" if m[0] == "$$" else values.get(m[1] or m[2], ""),
+        text,
+    )
+
+
+@pytest.mark.parametrize(
+    "builtins",
+    [
+        {"PROJECT_ID": "p", "BUILD_ID": "0d1c2b3a-4e5f"},  # `gcloud builds submit` by hand
+        {"PROJECT_ID": "p", "BUILD_ID": "0d1c2b3a-4e5f", "SHORT_SHA": "abc1234"},  # a trigger
+    ],
+    ids=["manual", "triggered"],
+)
+def test_cloudbuild_image_tags_are_never_empty(builtins: dict[str, str]) -> None:
+    build = load(GCP / "cloudbuild.yaml")
+    # dynamicSubstitutions: user substitutions may use the built-in ones.
+    values = dict(builtins)
+    values.update(
+        {k: _cloud_build_substitute(v, builtins) for k, v in build["substitutions"].items()}
+    )
+    tags = [
+        _cloud_build_substitute(a.split("=", 1)[1], values)
+        for step in build["steps"]
+        for a in step.get("args", [])
+        if a.startswith("--tag=")
+    ] + [_cloud_build_substitute(image, values) for image in build.get("images", [])]
+    assert tags
+    for tag in tags:
+        # Docker's tag grammar: 1-128 of [A-Za-z0-9_.-], not starting with . or -
+        assert re.fullmatch(r".+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag), tag
+
+
 def test_docker_workflow_pushes_dockerfile_targets_with_wif() -> None:
     flow = load(REPO / ".github" / "workflows" / "docker.yml")
     job = flow["jobs"]["image"]
@@ -316,10 +354,11 @@ def test_ci_matrix_and_concurrency() -> None:
 
 def test_triggers() -> None:
     def on(name: str) -> Any:
-        flow = load(REPO / ".github" / "workflows" / f"{name}.yml")
+        path = next(p for p in WORKFLOWS if p.stem == name)
+        flow = load(path)
         return flow.get("on", flow.get(True))
 
-    assert set(on("data-change")["push"]["paths"]) == {"**.dvc", "**/dvc.lock"}
+    assert {"data/**.dvc", "dvc.lock", "params.yaml"} <= set(on("data-change")["push"]["paths"])
     assert on("model-registry")["repository_dispatch"]["types"] == ["model-registry"]
     assert "workflow_dispatch" in on("model-registry")
     assert on("release")["push"]["tags"] == ["v*"]
@@ -330,7 +369,9 @@ def test_triggers() -> None:
 
 @pytest.mark.skipif(tool("actionlint") is None, reason="actionlint is not installed")
 def test_actionlint_passes() -> None:
-    run = subprocess.run([str(tool("actionlint"))], cwd=REPO, capture_output=True, text=True)
+    run = subprocess.run(
+        [str(tool("actionlint")), *map(str, WORKFLOWS)], cwd=REPO, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
