@@ -31,11 +31,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python -m pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- serve-deps: the pinned serving closure (requirements/serve.txt, from serve.in) ------------
+# --no-deps: the lock is the whole closure (tests/delivery check it), so pip resolves nothing and
+# installs exactly what was tested.
 FROM base AS serve-deps
 COPY requirements/serve.txt /tmp/serve.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
- && pip install -r /tmp/serve.txt
+ && pip install --no-deps -r /tmp/serve.txt
 
 # ---- serve-venv: cmi-cli without its training dependencies on top ------------------------------
 FROM serve-deps AS serve-venv
@@ -74,7 +76,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 COPY requirements/train.txt /tmp/train.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/venv \
- && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/train.txt
+ && pip install --no-deps ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/train.txt
 
 # ---- train-venv: cmi-cli on top (its dependencies are all in train.txt) ------------------------
 FROM train-deps AS train-venv
