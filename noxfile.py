@@ -108,6 +108,31 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or default))
 
 
+_REPORT_VERSIONS = (
+    "from importlib.metadata import version as v; "
+    "print(*(f'{n}=={v(n)}' for n in ('torch', 'numpy', 'lightning', 'typer', 'fastapi', "
+    "'onnxruntime', 'evidently', 'pandas', 'dvc', 'optuna')))"
+)
+
+
+@nox.session(python=PRIMARY, venv_backend="uv")
+def lowest(session: nox.Session) -> None:
+    """The fast tests with every direct dependency at its pyproject.toml lower bound.
+
+    uv resolves `--resolution lowest-direct`, so each range's floor is installed and tested: a
+    floor that fails here is raised in pyproject.toml, never left as a promise.
+    """
+    # The runtime floors first; then the test tools at their current releases (their own
+    # floors are not what users run). uv keeps what is installed when it already satisfies.
+    session.install("--resolution", "lowest-direct", "-e", ".")
+    session.install("-e", ".[dev]")
+    session.run("python", "-c", _REPORT_VERSIONS)
+    # The generated CLI reference is text rendered by the installed Typer/Click: it is checked
+    # against the versions CI pins, not the floors.
+    stale_ok = "--deselect=tests/delivery/test_reference_docs.py::test_generated_page_is_current"
+    session.run("pytest", *(session.posargs or ["-m", "not slow", "-q", stale_ok]))
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, and every pre-commit hook."""
