@@ -8,9 +8,10 @@
 
 # ---- base: the pinned Python both images start from -------------------------------------------
 FROM python:3.11.11-slim-bookworm AS base
+# No PIP_NO_CACHE_DIR: builds keep pip's cache in a BuildKit cache mount (outside every layer), so
+# a rebuild after a code change downloads nothing and the images carry no cache.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
@@ -19,20 +20,29 @@ RUN groupadd --gid 10001 cmi \
  && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin cmi
 
 # ---- wheel: cmi-cli built once, installed by both images --------------------------------------
+# Only this stage sees the code: the dependency layers below do not depend on it, so a code
+# change rebuilds the wheel and the last layer of each image, never the dependencies.
 FROM base AS wheel
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY configs/ configs/
 COPY cmi_cli/ cmi_cli/
-RUN python -m pip wheel --no-deps --wheel-dir /wheels .
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m pip wheel --no-deps --wheel-dir /wheels .
 
-# ---- serve-venv: the serving dependencies, then cmi-cli without its training dependencies -------
-FROM base AS serve-venv
+# ---- serve-deps: the pinned serving closure (requirements/serve.txt, from serve.in) ------------
+# --no-deps: the lock is the whole closure (tests/delivery check it), so pip resolves nothing and
+# installs exactly what was tested.
+FROM base AS serve-deps
 COPY requirements/serve.txt /tmp/serve.txt
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/venv \
+ && pip install --no-deps -r /tmp/serve.txt
+
+# ---- serve-venv: cmi-cli without its training dependencies on top ------------------------------
+FROM serve-deps AS serve-venv
 COPY --from=wheel /wheels /wheels
-RUN python -m venv /opt/venv \
- && pip install -r /tmp/serve.txt \
- && pip install --no-deps /wheels/*.whl \
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl \
  && pip uninstall --yes pip
 
 # ---- serve --------------------------------------------------------------------------------------
@@ -59,17 +69,19 @@ FROM serve AS serve-model
 ARG MODEL=models/model.onnx
 COPY --chown=cmi:cmi ${MODEL} /models/model.onnx
 
-# ---- train-venv: torch first (pinned; pick the wheel index with TORCH_INDEX_URL), then cmi-cli --
-FROM base AS train-venv
-ARG TORCH_VERSION=2.13.0
-# e.g. https://download.pytorch.org/whl/cpu for a CPU-only image; empty: PyPI (CUDA on Linux).
-ARG TORCH_INDEX_URL=""
+# ---- train-deps: the pinned training closure with a CPU build of torch (requirements/train.txt) -
+FROM base AS train-deps
+# The CPU wheels of torch and torchvision (train.txt pins them as +cpu builds). Empty: PyPI only.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+COPY requirements/train.txt /tmp/train.txt
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/venv \
+ && pip install --no-deps ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/train.txt
+
+# ---- train-venv: cmi-cli on top (its dependencies are all in train.txt) ------------------------
+FROM train-deps AS train-venv
 COPY --from=wheel /wheels /wheels
-# The local wheel brings cmi-cli's own dependency ranges (pyproject.toml); torch is pinned above.
-# hadolint ignore=DL3013
-RUN python -m venv /opt/venv \
- && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}" \
- && pip install "$(ls /wheels/*.whl)[gcp]"
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl
 
 # ---- train --------------------------------------------------------------------------------------
 FROM base AS train

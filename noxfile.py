@@ -8,7 +8,6 @@ project, torch included, to export a model): install it first with ``pip install
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,30 +20,24 @@ import nox
 
 ROOT = Path(__file__).parent
 RESULTS = ROOT / "results"
-SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+# The interpreter matrix: the whole suite on PRIMARY, the fast tests (not `slow`) on the others.
+# Every one is listed whether or not it is installed: nox skips a missing interpreter locally and,
+# with CI=true, fails on it (nox's --error-on-missing-interpreters default in CI), so a CI run can
+# never drop one silently. NOX_PYTHONS="3.11 3.12" narrows it. (3.10, also supported, is tested
+# by the GitHub workflow's matrix.)
+PRIMARY = "3.11"
+PYTHONS = os.environ.get("NOX_PYTHONS", "3.11 3.12 3.13").split()
 # torch first and pinned, so the project's open `torch>=2.2` range cannot pull a multi-GB CUDA
-# build; TORCH_SPEC picks another version, TORCH_INDEX_URL a wheel index (CI:
-# https://download.pytorch.org/whl/cpu).
-TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+# build by accident; TORCH_SPEC picks other versions, TORCH_INDEX_URL a wheel index (e.g.
+# https://download.pytorch.org/whl/cpu). torchvision comes with it: timm needs it.
+TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.14.1 torchvision==0.29.1").split()
 TORCH_INDEX_URL = os.environ.get("TORCH_INDEX_URL", "")
 # The issue asks for at least 85%; measured on the whole suite, never lowered to pass.
 COVERAGE_MIN = "85"
 
-
-def _available(version: str) -> bool:
-    exe = shutil.which(f"python{version}")
-    # a pyenv shim exists for installed versions that are not selected: ask it
-    return (
-        exe is not None and subprocess.run([exe, "--version"], capture_output=True).returncode == 0
-    )
-
-
-# Every supported Python found here: with CI=true nox fails on a missing one instead of skipping.
-PYTHONS = [v for v in SUPPORTED if _available(v)] or [
-    f"{sys.version_info[0]}.{sys.version_info[1]}"
-]
-
-nox.options.default_venv_backend = "venv"
+# uv creates and fills the session virtualenvs (much faster, and its cache shares the large
+# wheels such as torch's between interpreters); plain venv + pip where uv is not installed.
+nox.options.default_venv_backend = "uv|venv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 
@@ -100,7 +93,7 @@ class _Server:
 
 def _install_project(session: nox.Session, extras: str = "dev") -> None:
     index = ["--extra-index-url", TORCH_INDEX_URL] if TORCH_INDEX_URL else []
-    session.install(TORCH_SPEC, *index)
+    session.install(*TORCH_SPEC, *index)
     session.install("-e", f".[{extras}]")
 
 
@@ -109,9 +102,35 @@ def _install_project(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """pytest on every Python nox finds; pass pytest options after `--` (e.g. -m "not slow")."""
+    """pytest: the whole suite on PRIMARY, `-m "not slow"` elsewhere; `-- ARGS` replaces that."""
     _install_project(session)
-    session.run("pytest", *session.posargs)
+    default = [] if session.python == PRIMARY else ["-m", "not slow"]
+    session.run("pytest", *(session.posargs or default))
+
+
+_REPORT_VERSIONS = (
+    "from importlib.metadata import version as v; "
+    "print(*(f'{n}=={v(n)}' for n in ('torch', 'numpy', 'lightning', 'typer', 'fastapi', "
+    "'onnxruntime', 'evidently', 'pandas', 'dvc', 'optuna')))"
+)
+
+
+@nox.session(python=PRIMARY, venv_backend="uv")
+def lowest(session: nox.Session) -> None:
+    """The fast tests with every direct dependency at its pyproject.toml lower bound.
+
+    uv resolves `--resolution lowest-direct`, so each range's floor is installed and tested: a
+    floor that fails here is raised in pyproject.toml, never left as a promise.
+    """
+    # The runtime floors first; then the test tools at their current releases (their own
+    # floors are not what users run). uv keeps what is installed when it already satisfies.
+    session.install("--resolution", "lowest-direct", "-e", ".")
+    session.install("-e", ".[dev]")
+    session.run("python", "-c", _REPORT_VERSIONS)
+    # The generated CLI reference is text rendered by the installed Typer/Click: it is checked
+    # against the versions CI pins, not the floors.
+    stale_ok = "--deselect=tests/delivery/test_reference_docs.py::test_generated_page_is_current"
+    session.run("pytest", *(session.posargs or ["-m", "not slow", "-q", stale_ok]))
 
 
 @nox.session

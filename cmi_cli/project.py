@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from cmi_cli import __version__
 from cmi_cli.console import warn
 from cmi_cli.data.dvc_errors import GCP_EXTRA_HINT, local_path_of
 from cmi_cli.errors import CmiError, DvcError, UsageError
@@ -40,6 +41,8 @@ _TEMPLATES = {
     "dvc.yaml": "dvc.yaml",
     "params.yaml": "params.yaml",
     "configs/README.md": "configs/README.md",
+    # The data pipeline in CI: a project is where DVC acts, so the workflow lives with it.
+    "github/data-change.yml": ".github/workflows/data-change.yml",
 }
 _IGNORE_FILES = {"gitignore": ".gitignore", "dvcignore": ".dvcignore"}
 
@@ -247,6 +250,8 @@ def init_project(
         undo.step = "creating the DVC repository"
         undo.will_create(root / ".dvc", root / ".dvcignore", root / ".gitignore")
         undo.will_create(*(root / target for target in _TEMPLATES.values()), root / "configs")
+        if not (root / ".github").exists():
+            undo.will_create(root / ".github")
         from dvc.repo import Repo
 
         from cmi_cli.data.versioning import quiet_dvc
@@ -259,6 +264,7 @@ def init_project(
             text = _template(resource)
             if resource == "params.yaml":
                 text += pipeline_params_yaml()
+            text = text.replace("__CMI_VERSION__", __version__)
             atomic_write_text(root / target, text)
 
         undo.step = "configuring the DVC remote"

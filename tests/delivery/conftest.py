@@ -17,10 +17,11 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def delivery_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_sample_master: Path) -> Path:
-    """A `debug=tiny` model trained for one epoch and exported to ONNX, once per session."""
+def delivery_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_sample_master: Path
+) -> tuple[Path, Path]:
+    """A `debug=tiny` model trained for one epoch, once per session: (checkpoint, project)."""
     from cmi_cli.config import compose_train_config
-    from cmi_cli.export.onnx_export import export_onnx
     from cmi_cli.training.train import train
 
     root = tmp_path_factory.mktemp("delivery_project")
@@ -34,4 +35,15 @@ def delivery_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_sample_master: 
         )
         ckpt = train(cfg, project_root=root, show_progress=False).best_ckpt
         assert ckpt is not None
+        return ckpt, root
+
+
+@pytest.fixture(scope="session")
+def delivery_onnx(delivery_checkpoint: tuple[Path, Path]) -> Path:
+    """That model exported to ONNX, once per session."""
+    from cmi_cli.export.onnx_export import export_onnx
+
+    ckpt, root = delivery_checkpoint
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
         return export_onnx(ckpt, root / "models" / "model.onnx", num_images=1).path

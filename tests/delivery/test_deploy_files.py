@@ -18,7 +18,9 @@ import typer
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+# The repository's own workflows, and the one `cmi init` writes into every project.
+PROJECT_WORKFLOW = REPO / "cmi_cli" / "resources" / "project" / "github" / "data-change.yml"
+WORKFLOWS = [*sorted((REPO / ".github" / "workflows").glob("*.yml")), PROJECT_WORKFLOW]
 GCP = REPO / "deploy" / "gcp"
 
 
@@ -30,6 +32,14 @@ def tool(name: str) -> str | None:
 
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_toml(path: Path) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest's own dependency on 3.10
+        import tomli as tomllib
+    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
 # ---- the Dockerfile ---------------------------------------------------------------------------
@@ -121,7 +131,8 @@ def test_images_run_as_non_root_from_a_venv(stage: str) -> None:
 
 
 def test_serve_image_has_no_torch_and_a_healthcheck_on_readyz() -> None:
-    serve = " ".join(dockerfile_stages()["serve"] + dockerfile_stages()["serve-venv"])
+    stages = dockerfile_stages()
+    serve = " ".join(stages["serve"] + stages["serve-venv"] + stages["serve-deps"])
     assert "torch" not in serve
     assert "--no-deps" in serve
     assert "serve.txt" in serve
@@ -158,6 +169,51 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     for path in copied:
         assert any(path == k or path.startswith(k + "/") for k in kept), path
         assert (REPO / path).exists(), path
+
+
+@pytest.mark.parametrize("image", ["serve", "train"])
+def test_dependencies_are_installed_before_the_code_with_a_cache(image: str) -> None:
+    """A code change rebuilds the wheel and one layer, never the dependency layer."""
+    stages = dockerfile_stages()
+    deps = stages[f"{image}-deps"]
+    assert deps[0].split()[1] == "base", "the dependency stage must not start from the code"
+    assert not any("--from=wheel" in line or "cmi_cli" in line for line in deps)
+    installs = [line for line in deps if line.upper().startswith("RUN") and "pip install" in line]
+    assert installs
+    assert all("--mount=type=cache,target=/root/.cache/pip" in line for line in installs)
+    lock = f"requirements/{image}.txt"
+    assert any(line.startswith("COPY") and lock in line for line in deps)
+    assert stages[f"{image}-venv"][0].split()[1] == f"{image}-deps"
+    # the project goes in without resolving anything: all of it is in the lock
+    assert any("--no-deps /wheels/" in line for line in stages[f"{image}-venv"])
+
+
+def test_train_lock_pins_every_dependency_with_a_cpu_torch() -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pyproject = load_toml(REPO / "pyproject.toml")
+    lines = (REPO / "requirements" / "train.txt").read_text(encoding="utf-8").splitlines()
+    pins = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            exact = [spec.version for spec in req.specifier if spec.operator == "=="]
+            assert exact, f"{line} is not pinned"
+            pins[canonicalize_name(req.name)] = exact[0]
+    assert pins["torch"].endswith("+cpu")
+    for dep in [
+        *pyproject["project"]["dependencies"],
+        *pyproject["project"]["optional-dependencies"]["gcp"],
+    ]:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in pins, (
+            f"{req.name} is missing from requirements/train.txt: run requirements/lock"
+        )
+        assert req.specifier.contains(pins[name].split("+")[0]), f"{name}=={pins[name]} vs {req}"
+    assert not [name for name in pins if name.startswith("nvidia-")], "CUDA libraries in the lock"
 
 
 @pytest.mark.skipif(tool("hadolint") is None, reason="hadolint is not installed")
@@ -247,6 +303,42 @@ def test_cloudbuild_builds_dockerfile_targets_into_the_manifest_repository() -> 
         assert pool["containerSpec"]["imageUri"].endswith(f"/{repo}/train:${{TAG}}")
 
 
+def _cloud_build_substitute(text: str, values: dict[str, str]) -> str:
+    """What Cloud Build does to a value: $X and ${X} from `values`, $$ a literal $."""
+    return re.sub(
+        r"\$\$|\$\{(\w+)\}|\$(\w+)",
+        lambda m: "$" if m[0] == "$$" else values.get(m[1] or m[2], ""),
+        text,
+    )
+
+
+@pytest.mark.parametrize(
+    "builtins",
+    [
+        {"PROJECT_ID": "p", "BUILD_ID": "0d1c2b3a-4e5f"},  # `gcloud builds submit` by hand
+        {"PROJECT_ID": "p", "BUILD_ID": "0d1c2b3a-4e5f", "SHORT_SHA": "abc1234"},  # a trigger
+    ],
+    ids=["manual", "triggered"],
+)
+def test_cloudbuild_image_tags_are_never_empty(builtins: dict[str, str]) -> None:
+    build = load(GCP / "cloudbuild.yaml")
+    # dynamicSubstitutions: user substitutions may use the built-in ones.
+    values = dict(builtins)
+    values.update(
+        {k: _cloud_build_substitute(v, builtins) for k, v in build["substitutions"].items()}
+    )
+    tags = [
+        _cloud_build_substitute(a.split("=", 1)[1], values)
+        for step in build["steps"]
+        for a in step.get("args", [])
+        if a.startswith("--tag=")
+    ] + [_cloud_build_substitute(image, values) for image in build.get("images", [])]
+    assert tags
+    for tag in tags:
+        # Docker's tag grammar: 1-128 of [A-Za-z0-9_.-], not starting with . or -
+        assert re.fullmatch(r".+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag), tag
+
+
 def test_docker_workflow_pushes_dockerfile_targets_with_wif() -> None:
     flow = load(REPO / ".github" / "workflows" / "docker.yml")
     job = flow["jobs"]["image"]
@@ -282,10 +374,13 @@ def test_vertex_job_runs_the_train_entry_with_valid_overrides(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(tool("shellcheck") is None, reason="shellcheck is not installed")
-def test_vertex_script_passes_shellcheck() -> None:
-    run = subprocess.run(
-        ["shellcheck", str(GCP / "vertex-train.sh")], capture_output=True, text=True
-    )
+def test_deploy_scripts_pass_shellcheck() -> None:
+    scripts = [
+        GCP / "vertex-train.sh",
+        *sorted((REPO / "deploy").glob("*.sh")),
+        REPO / "requirements" / "lock",
+    ]
+    run = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout
 
 
@@ -316,10 +411,11 @@ def test_ci_matrix_and_concurrency() -> None:
 
 def test_triggers() -> None:
     def on(name: str) -> Any:
-        flow = load(REPO / ".github" / "workflows" / f"{name}.yml")
+        path = next(p for p in WORKFLOWS if p.stem == name)
+        flow = load(path)
         return flow.get("on", flow.get(True))
 
-    assert set(on("data-change")["push"]["paths"]) == {"**.dvc", "**/dvc.lock"}
+    assert {"data/**.dvc", "dvc.lock", "params.yaml"} <= set(on("data-change")["push"]["paths"])
     assert on("model-registry")["repository_dispatch"]["types"] == ["model-registry"]
     assert "workflow_dispatch" in on("model-registry")
     assert on("release")["push"]["tags"] == ["v*"]
@@ -330,7 +426,9 @@ def test_triggers() -> None:
 
 @pytest.mark.skipif(tool("actionlint") is None, reason="actionlint is not installed")
 def test_actionlint_passes() -> None:
-    run = subprocess.run([str(tool("actionlint"))], cwd=REPO, capture_output=True, text=True)
+    run = subprocess.run(
+        [str(tool("actionlint")), *map(str, WORKFLOWS)], cwd=REPO, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -361,6 +459,8 @@ def run_scripts() -> Iterator[tuple[str, str]]:
                 if "run" in step:
                     yield f"{path.name}:{job_id}", step["run"]
     yield "vertex-train.sh", (GCP / "vertex-train.sh").read_text(encoding="utf-8")
+    for script in sorted((REPO / "deploy").glob("*.sh")):
+        yield script.name, script.read_text(encoding="utf-8")
     for page in sorted((REPO / "docs").rglob("*.md")):
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
             yield str(page.relative_to(REPO)), block
@@ -371,7 +471,12 @@ CALLS = [(where, call) for where, script in run_scripts() for call in cmi_calls(
 
 def test_calls_were_found() -> None:
     places = {where.split(":")[0] for where, _ in CALLS}
-    assert {"model-registry.yml", "data-change.yml", "vertex-train.sh"} <= places
+    assert {
+        "model-registry.yml",
+        "data-change.yml",
+        "vertex-train.sh",
+        "validate-model.sh",
+    } <= places
 
 
 @pytest.mark.parametrize(
@@ -382,7 +487,8 @@ def test_cmi_call_exists_with_its_options(where: str, args: list[str]) -> None:
 
     command: Any = typer.main.get_command(app)
     ctx = typer.Context(command, info_name="cmi")
-    rest = list(args)
+    # A shell expansion's value is known only when the script runs: any literal stands in.
+    rest = ["1" if arg.startswith("$") or arg.startswith('"$') else arg for arg in args]
     while rest and hasattr(command, "get_command") and not rest[0].startswith("-"):
         sub = command.get_command(ctx, rest[0])
         assert sub is not None, f"{where}: no command `{rest[0]}` in `cmi {' '.join(args)}`"

@@ -26,8 +26,8 @@ if sys.version_info >= (3, 11):
 else:  # pytest's own dependency on 3.10
     import tomli as tomllib
 
-# What the serving path must never pull in: the reason the serve image is small and fast.
-FORBIDDEN = {
+# Training libraries: never in the serve image, so it stays without torch and starts fast.
+TRAINING_ONLY = {
     "torch",
     "lightning",
     "pytorch_lightning",
@@ -37,15 +37,15 @@ FORBIDDEN = {
     "omegaconf",
     "dvc",
     "wandb",
-    "pandas",
-    "pyarrow",
     "matplotlib",
-    "evidently",
     "optuna",
     "onnx",
-    "scipy",
-    "sklearn",
 }
+# Drift monitoring's libraries: in the image (GET /v1/drift runs Evidently there), but imported
+# only when a drift report is computed, never to start serving.
+DRIFT_ONLY = {"pandas", "pyarrow", "evidently", "scipy", "sklearn"}
+# What `cmi serve` must not import to answer /v1/segment.
+FORBIDDEN = TRAINING_ONLY | DRIFT_ONLY
 
 # Imported by our dependencies only when installed (fastapi.responses tries ujson and orjson;
 # sniffio is looked up by async libraries when present): absent from the serve image, harmless.
@@ -67,9 +67,19 @@ main()
 """
 
 
-def serve_requirements(repo: Path) -> list[Requirement]:
-    lines = (repo / "requirements" / "serve.txt").read_text(encoding="utf-8").splitlines()
+def _requirements(path: Path) -> list[Requirement]:
+    lines = path.read_text(encoding="utf-8").splitlines()
     return [Requirement(x.split("#")[0].strip()) for x in lines if x.split("#")[0].strip()]
+
+
+def serve_requirements(repo: Path) -> list[Requirement]:
+    """The pinned closure the serve image installs (requirements/serve.txt)."""
+    return _requirements(repo / "requirements" / "serve.txt")
+
+
+def serve_inputs(repo: Path) -> list[Requirement]:
+    """The top-level requirements serve.txt is compiled from (requirements/serve.in)."""
+    return _requirements(repo / "requirements" / "serve.in")
 
 
 def closure(reqs: list[Requirement]) -> set[str]:
@@ -111,21 +121,61 @@ def test_serve_requirements_pinned_and_within_pyproject(repo_root: Path) -> None
     declared = {
         canonicalize_name(r.name): r for r in map(Requirement, pyproject["project"]["dependencies"])
     }
+    pins: dict[str, str] = {}
     for req in serve_requirements(repo_root):
+        exact = [s.version for s in req.specifier if s.operator == "=="]
+        assert exact, f"{req.name} is not pinned in requirements/serve.txt"
+        pins[canonicalize_name(req.name)] = exact[0]
+    for req in serve_inputs(repo_root):
         name = canonicalize_name(req.name)
         assert name in declared, f"{req.name} is not a dependency in pyproject.toml"
-        pins = [s for s in req.specifier if s.operator == "=="]
-        assert pins, f"{req.name} is not pinned in requirements/serve.txt"
-        assert declared[name].specifier.contains(pins[0].version), (
-            f"{req} is outside pyproject.toml's {declared[name]}"
+        assert name in pins, f"{req.name} of serve.in has no pin in serve.txt: compile it again"
+        assert req.specifier.contains(pins[name]), f"serve.txt pins {req.name}=={pins[name]}"
+        assert declared[name].specifier.contains(pins[name]), (
+            f"{req.name}=={pins[name]} is outside pyproject.toml's {declared[name]}"
         )
+
+
+def test_serve_requirements_are_a_closed_lock(repo_root: Path) -> None:
+    """Every distribution the pins need is pinned too (what pip installs is what is listed).
+
+    Requirements are read from the metadata installed here, so a distribution is followed
+    only where the installed version is the pinned one.
+    """
+    pins = {
+        canonicalize_name(r.name): next(iter(r.specifier)).version
+        for r in serve_requirements(repo_root)
+    }
+    missing: set[str] = set()
+    todo = [canonicalize_name(r.name) for r in serve_inputs(repo_root)]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in pins:
+            missing.add(name)
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version != pins[name]:
+            continue
+        for sub in map(Requirement, dist.requires or []):
+            if sub.marker is None or sub.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(sub.name))
+    assert not missing, f"serve.txt lacks {sorted(missing)}: compile it again (see serve.in)"
 
 
 def test_serve_requirements_hold_no_training_library(repo_root: Path) -> None:
     dists = closure(serve_requirements(repo_root))
     owners = module_owners()
-    heavy = {d for mod in FORBIDDEN for d in owners.get(mod, set())}
+    heavy = {d for mod in TRAINING_ONLY for d in owners.get(mod, set())}
     assert not dists & heavy, f"serve requirements pull in {sorted(dists & heavy)}"
+    drift = {d for mod in ("evidently", "pandas") for d in owners.get(mod, set())}
+    assert drift <= dists, "the serve image needs Evidently and pandas for /v1/drift"
 
 
 def _free_port() -> int:
