@@ -215,3 +215,18 @@ def render_description(record: dict[str, Any], console: Console) -> None:
     for key, value in _rows(record):
         table.add_row(key, value)
     console.print(table)
+
+
+def render_presets(presets: list[dict[str, Any]], console: Console) -> None:
+    """Print the model presets of :func:`cmi_cli.models.presets.model_presets` as a table."""
+    table = Table(title="model presets: cmi train model=NAME (then model.KEY=VALUE to change one)")
+    for column in ("preset", "architecture", "encoder", "weights", "description"):
+        table.add_column(column, overflow="fold")
+    for row in presets:
+        table.add_row(*("-" if row[c] is None else str(row[c]) for c in table_columns(table)))
+    console.print(table)
+
+
+def table_columns(table: Table) -> list[str]:
+    """Return the header names of ``table``'s columns."""
+    return [str(column.header) for column in table.columns]

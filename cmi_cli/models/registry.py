@@ -189,7 +189,7 @@ def check_image_size(model: nn.Module, size: int, where: str = "data.image_size"
 
 
 def zoo_record(model: nn.Module) -> dict[str, Any]:
-    """Return ``{"architecture", "encoder", "input_divisor"}`` of a model for lineage and ``cmi info``.
+    """Return ``{"architecture", "encoder", "input_divisor"}`` of a model, for lineage.
 
     Zoo models give smp's architecture and the encoder name; the small U-Nets give their
     registered name and no encoder.

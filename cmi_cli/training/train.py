@@ -119,9 +119,7 @@ def build_data(cfg: DictConfig, project_root: Path) -> Any:
     return dm
 
 
-def build_module(
-    cfg: DictConfig, dm: Any, project_root: Path, load_weights: bool = True
-) -> Any:
+def build_module(cfg: DictConfig, dm: Any, project_root: Path, load_weights: bool = True) -> Any:
     """Build the LightningModule and attach the lineage its checkpoints will carry.
 
     ``load_weights``: load the pretrained encoder weights the config names (a resumed run

@@ -123,7 +123,7 @@ def test_training_refuses_an_unsuitable_size_before_it_starts(tiny_project) -> N
         ["debug=tiny", "model=mobile", "model.encoder_weights=none", "data.image_size=48"],
         project_root=tiny_project,
     )
-    with pytest.raises(ConfigError, match="data.image_size=48 is not a multiple of 32"):
+    with pytest.raises(ConfigError, match=r"data\.image_size=48 is not a multiple of 32"):
         train(cfg, project_root=tiny_project, show_progress=False)
     assert not list(tiny_project.glob("runs/*/checkpoints/*.ckpt"))
 
