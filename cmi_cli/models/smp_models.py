@@ -18,6 +18,7 @@ import functools
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cmi_cli.errors import ConfigError
@@ -97,6 +98,61 @@ def weights_tag(encoder_weights: Any) -> str | None:
     return str(encoder_weights)
 
 
+class ExportableAdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` computed from an integral image, so it exports with dynamic sizes.
+
+    The TorchScript ONNX exporter cannot export adaptive pooling to an output larger than 1 when
+    height and width are dynamic (UPerNet's and PSPNet's pyramid pooling). Each output cell is
+    the mean over PyTorch's own bins ``[floor(i*H/k), ceil((i+1)*H/k))``, taken as four lookups
+    in the cumulative sums: the same numbers, from ops (CumSum, Gather, shape arithmetic) that
+    ONNX has for any input size. It holds no weights, so checkpoints are unchanged.
+
+    Args:
+        output_size: The output height and width (an int for a square).
+    """
+
+    def __init__(self, output_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        size = (output_size, output_size) if isinstance(output_size, int) else output_size
+        self.out_h, self.out_w = int(size[0]), int(size[1])
+
+    @staticmethod
+    def _bins(length: Any, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.arange(k, device=device)
+        return (i * length) // k, ((i + 1) * length + k - 1) // k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` average-pooled to ``[N, C, out_h, out_w]``."""
+        h, w = x.shape[-2], x.shape[-1]
+        # Integral image with a leading row and column of zeros: [N, C, H + 1, W + 1].
+        integral = F.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+        h0, h1 = self._bins(h, self.out_h, x.device)
+        w0, w1 = self._bins(w, self.out_w, x.device)
+        rows_end = integral.index_select(-2, h1)
+        rows_start = integral.index_select(-2, h0)
+        total = (
+            rows_end.index_select(-1, w1)
+            - rows_start.index_select(-1, w1)
+            - rows_end.index_select(-1, w0)
+            + rows_start.index_select(-1, w0)
+        )
+        area = ((h1 - h0).unsqueeze(1) * (w1 - w0).unsqueeze(0)).to(x.dtype)
+        return total / area
+
+
+def _exportable_pooling(module: nn.Module) -> None:
+    """Swap adaptive average pools with outputs over 1x1 for the exportable equivalent."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.AdaptiveAvgPool2d):
+            size = child.output_size
+            sizes = (size, size) if isinstance(size, int) else tuple(size)
+            if any(s is None for s in sizes) or sizes == (1, 1):
+                continue  # 1x1 exports as GlobalAveragePool already
+            setattr(module, name, ExportableAdaptiveAvgPool2d((int(sizes[0]), int(sizes[1]))))
+        else:
+            _exportable_pooling(child)
+
+
 @register_model("smp")
 class SmpSegmenter(nn.Module):
     """An smp architecture on an smp or timm encoder; returns logits [N, C, H, W].
@@ -144,6 +200,7 @@ class SmpSegmenter(nn.Module):
             classes=int(num_classes),
             **arch_params,
         )
+        _exportable_pooling(self.model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits with the input's height and width."""

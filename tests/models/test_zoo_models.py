@@ -133,3 +133,36 @@ def test_resolution_presets_set_the_image_size() -> None:
     assert compose_train_config(["resolution=512px", "model=cnn"]).data.image_size == 512
     with pytest.raises(ConfigError, match="did you mean '256px'"):
         compose_train_config(["resolution=256"])
+
+
+@pytest.mark.parametrize("output", [2, 3, 6, (2, 5)])
+def test_exportable_pyramid_pooling_equals_adaptive_pooling(output) -> None:
+    from torch import nn
+
+    from cmi_cli.models.smp_models import ExportableAdaptiveAvgPool2d
+
+    for height, width in [(8, 8), (7, 5), (13, 17), (2, 3)]:
+        x = torch.randn(2, 4, height, width)
+        expected = nn.AdaptiveAvgPool2d(output)(x)
+        got = ExportableAdaptiveAvgPool2d(output)(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_upernet_exports_with_dynamic_height_and_width(tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from cmi_cli.export.onnx_export import _trace_to_onnx
+
+    model = build_model("smp", 5, arch="UPerNet", encoder="resnet18", decoder_channels=16).eval()
+    path = tmp_path / "upernet.onnx"
+    _trace_to_onnx(model, path, opset=17, dynamic=True, height=64, width=64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for height, width in [(64, 64), (96, 160)]:
+        x = torch.randn(1, 3, height, width)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"image": x.numpy()})[0]
+        assert got.shape == expected.shape
+        assert float(np.abs(got - expected).max()) < 1e-4
