@@ -144,11 +144,11 @@ def _exportable_pooling(module: nn.Module) -> None:
     """Swap adaptive average pools with outputs over 1x1 for the exportable equivalent."""
     for name, child in module.named_children():
         if isinstance(child, nn.AdaptiveAvgPool2d):
-            size = child.output_size
-            sizes = (size, size) if isinstance(size, int) else tuple(size)
-            if any(s is None for s in sizes) or sizes == (1, 1):
+            size: Any = child.output_size
+            height, width = (size, size) if isinstance(size, int) else tuple(size)
+            if height is None or width is None or (height, width) == (1, 1):
                 continue  # 1x1 exports as GlobalAveragePool already
-            setattr(module, name, ExportableAdaptiveAvgPool2d((int(sizes[0]), int(sizes[1]))))
+            setattr(module, name, ExportableAdaptiveAvgPool2d((int(height), int(width))))
         else:
             _exportable_pooling(child)
 
