@@ -47,7 +47,7 @@ from cmi_cli.errors import ConfigError
 PACKAGED_CONFIG_MODULE = "cmi_cli.configs"
 PRIMARY_CONFIG_FILE = "train.yaml"
 # Groups selected in the primary defaults list, so `+group=option` means `group=option`.
-PRIMARY_GROUPS = ("data", "model", "trainer", "logger", "experiment", "debug")
+PRIMARY_GROUPS = ("data", "model", "trainer", "logger", "experiment", "resolution", "debug")
 
 # ConfigStore names: the primary is stored rather than read from disk so that a project's own
 # train.yaml can be merged as a layer instead of replacing the packaged defaults list.

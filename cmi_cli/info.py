@@ -81,6 +81,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "created_at": lineage.get("created_at"),
         "model": {
             "name": model["name"],
+            **_zoo_fields(model),
             "params": model.get("params"),
             "parameters": cost["num_parameters"],
             f"gflops@{size}x{size}": round(cost["gflops"], 3),
@@ -114,6 +115,7 @@ def describe_onnx(path: Path) -> dict[str, Any]:
         "created_at": lineage.get("created_at"),
         "model": {
             "name": model.get("name"),
+            **_zoo_fields(model),
             "params": model.get("params"),
             "parameters": model.get("parameters"),
         },
@@ -126,6 +128,22 @@ def describe_onnx(path: Path) -> dict[str, Any]:
         "parent": {k: v for k, v in lineage.get("parent", {}).items() if k != "code"},
         "export": _export_summary(lineage.get("export", {})),
         "config": lineage.get("config"),
+    }
+
+
+def _zoo_fields(model: dict[str, Any]) -> dict[str, Any]:
+    """Architecture, encoder and the source of its initial weights, as lineage records them.
+
+    Artifacts made before the zoo lack these keys; they show as n/a.
+    """
+    weights = model.get("weights") or {}
+    source = weights.get("source")
+    if source == "file":
+        source = f"file {weights.get('path')} (sha256 {weights.get('sha256')})"
+    return {
+        "architecture": model.get("architecture"),
+        "encoder": model.get("encoder"),
+        "weights": source,
     }
 
 
@@ -197,3 +215,18 @@ def render_description(record: dict[str, Any], console: Console) -> None:
     for key, value in _rows(record):
         table.add_row(key, value)
     console.print(table)
+
+
+def render_presets(presets: list[dict[str, Any]], console: Console) -> None:
+    """Print the model presets of :func:`cmi_cli.models.presets.model_presets` as a table."""
+    table = Table(title="model presets: cmi train model=NAME (then model.KEY=VALUE to change one)")
+    for column in ("preset", "architecture", "encoder", "weights", "description"):
+        table.add_column(column, overflow="fold")
+    for row in presets:
+        table.add_row(*("-" if row[c] is None else str(row[c]) for c in table_columns(table)))
+    console.print(table)
+
+
+def table_columns(table: Table) -> list[str]:
+    """Return the header names of ``table``'s columns."""
+    return [str(column.header) for column in table.columns]

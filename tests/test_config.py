@@ -214,7 +214,8 @@ def test_unknown_group_option_lists_options(project: Path) -> None:
         compose(project, ["model=fast_unett"])
     assert info.value.one_line() == (
         "unknown option 'fast_unett' for config group 'model' "
-        "(did you mean 'fast_unet'? options: custom, fast_unet, mini_unet)"
+        "(did you mean 'fast_unet'? options: cnn, custom, fast_unet, mini_unet, mobile, smp, "
+        "transformer)"
     )
 
 

@@ -39,7 +39,12 @@ def benchmark_cmd(
         ),
     ] = "torch,torch-compile,onnx,onnx-int8,pruned,baseline",
     batch: Annotated[str, typer.Option("--batch", help="Comma list of batch sizes.")] = "1,8",
-    size: Annotated[int, typer.Option("--size", help="Input height and width.")] = 256,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size", help="Input height and width. Default: the model's training size (lineage)."
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Dataset for mIoU (validation split). Default: the model's."),

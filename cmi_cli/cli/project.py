@@ -82,14 +82,42 @@ def quickstart(
 
 
 def info_cmd(
-    path: Annotated[Path, typer.Argument(help="A dataset folder (later: checkpoint, ONNX file).")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A dataset folder, a checkpoint (.ckpt) or an ONNX model (.onnx)."),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
+    models: Annotated[
+        bool,
+        typer.Option("--models", help="List the model presets (model=NAME) for 'cmi train'."),
+    ] = False,
 ) -> None:
-    """Print what is known of a dataset or artifact: sizes, classes, versions, lineage."""
+    """Print what is known of a dataset or artifact: sizes, classes, versions, lineage.
+
+    With --models, list the model presets instead: mobile, cnn, transformer, smp (any
+    architecture and encoder), fast_unet (the default) and mini_unet.
+    """
     import json
 
+    if models:
+        from cmi_cli.info import render_presets
+        from cmi_cli.models.presets import model_presets
+
+        presets = model_presets(Path.cwd())
+        if json_out:
+            typer.echo(json.dumps(presets, indent=2))
+        else:
+            render_presets(presets, out_console())
+        return
+    if path is None:
+        from cmi_cli.errors import UsageError
+
+        raise UsageError(
+            "cmi info needs a PATH (dataset, .ckpt or .onnx), or --models",
+            hint="For example: cmi info runs/NAME/checkpoints/best.ckpt",
+        )
     from cmi_cli.info import describe, render_description
 
     record = describe(path)

@@ -35,6 +35,12 @@ def train_cmd(
 ) -> None:
     """Train a segmentation model from Hydra configs with PyTorch Lightning.
 
+    Model presets (model=NAME): fast_unet (the default), mini_unet, and the zoo of
+    segmentation-models-pytorch: mobile (FPN on MobileNetV3), cnn (UPerNet on ConvNeXt-Tiny),
+    transformer (SegFormer on MiT-B2) and smp (model.arch=Unet|FPN|DeepLabV3Plus|Segformer|UPerNet
+    model.encoder=NAME model.encoder_weights=imagenet|none|FILE). Image sizes: resolution=256px or
+    512px. 'cmi info --models' lists the presets with their settings.
+
     Writes runs/NAME/: config.yaml, checkpoints/best.ckpt and last.ckpt (with lineage),
     metrics.json, history.csv, curves.png, predictions.png, train.log and model_card.md.
     """

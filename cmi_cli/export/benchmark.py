@@ -32,7 +32,8 @@ class BenchmarkSettings:
 
     formats: Sequence[str] = ("torch", "torch-compile", "onnx", "onnx-int8", "pruned", "baseline")
     batches: Sequence[int] = (1, 8)
-    size: int = 256
+    # None: the size the checkpoint was trained at (its lineage), as export and serving use.
+    size: int | None = None
     repeats: int = 10
     warmup: int = 2
     ort_opt_level: str = "all"
@@ -54,7 +55,7 @@ class BenchmarkSettings:
             )
         if not self.batches or any(b < 1 for b in self.batches):
             raise UsageError("--batch sizes must be >= 1", hint="For example --batch 1,8")
-        if self.size < 8:
+        if self.size is not None and self.size < 8:
             raise UsageError(f"--size must be >= 8, got {self.size}")
         if self.repeats < 1 or self.warmup < 0:
             raise UsageError("--repeats must be >= 1 and --warmup >= 0")
@@ -288,6 +289,14 @@ def benchmark_checkpoint(
     settings.check()
     checkpoint = Path(checkpoint)
     lineage = check_checkpoint(checkpoint)
+    size = int(settings.size or lineage["preprocessing"]["image_size"])
+    divisor = int(lineage["model"].get("input_divisor", 1))
+    if size % divisor:
+        raise UsageError(
+            f"--size {size} is not a multiple of {divisor}, the output stride of "
+            f"encoder '{lineage['model'].get('encoder')}'",
+            hint=f"Use --size {size // divisor * divisor or divisor}",
+        )
     root: Path | None = None
     if settings.evaluate:
         try:
@@ -299,7 +308,7 @@ def benchmark_checkpoint(
     ctx = BuildContext(
         checkpoint=checkpoint,
         out_dir=out_dir,
-        size=settings.size,
+        size=size,
         data_root=root,
         ort_opt_level=settings.ort_opt_level,
         threads=settings.threads,
@@ -328,7 +337,7 @@ def benchmark_checkpoint(
         timing = progress.add_task("timing", total=len(settings.batches))
         for batch in settings.batches:
             progress.update(timing, description=f"timing batch {batch}")
-            times = time_interleaved(cands, batch, settings.size, settings.repeats, settings.warmup)
+            times = time_interleaved(cands, batch, size, settings.repeats, settings.warmup)
             rows += make_rows(cands, batch, times, peak)
             progress.advance(timing)
     # On a shared machine a burst of load can depress one measurement: keep the better one.
@@ -339,7 +348,10 @@ def benchmark_checkpoint(
     result = BenchmarkResult(
         rows=rows,
         machine=machine_info(peak),
-        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        settings={
+            **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+            "size": size,
+        },
         checkpoint=checkpoint,
         out_dir=out_dir,
     )

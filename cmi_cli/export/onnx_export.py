@@ -104,6 +104,10 @@ def export_onnx(
     model, ckpt_lineage = load_model(checkpoint)
     size = int(ckpt_lineage["preprocessing"]["image_size"])
     h, w = height or size, width or size
+    from cmi_cli.models.registry import check_image_size
+
+    check_image_size(model, h, "--height")
+    check_image_size(model, w, "--width")
 
     with atomic_path(out, suffix=".onnx") as tmp:
         _trace_to_onnx(model, tmp, opset=opset, dynamic=dynamic, height=h, width=w)

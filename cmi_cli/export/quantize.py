@@ -15,6 +15,7 @@ option for comparison, not a default for CNNs.
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,8 @@ MODES = ("static", "dynamic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TYPES = ("uint8", "int8")
 REJECTED_TAG = "REJECTED"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -157,7 +160,16 @@ def run_quantizer(
     work = Path(tempfile.mkdtemp(prefix=".cmi-quant-", dir=out.parent))
     try:
         pre = work / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre))
+        try:
+            quant_pre_process(str(fp32), str(pre))
+        except Exception as exc:  # ORT raises a bare Exception for this
+            if "symbolic shape inference" not in str(exc).lower():
+                raise
+            # Some zoo graphs (timm's hard-swish, SegFormer's reshapes with dynamic sizes)
+            # defeat ORT's symbolic shape inference; ONNX's own shape inference still
+            # optimises and annotates the graph enough for static quantization.
+            log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         if settings.mode == "dynamic":
             quantize_dynamic(
                 str(pre),

@@ -331,8 +331,10 @@ def _judge_values(
 def _check_dynamic(
     session: Any, model: Any, images: np.ndarray, num_classes: int, report: ValidationReport
 ) -> None:
+    from cmi_cli.models.registry import input_divisor
+
     pair = np.concatenate([images, images])[:2]
-    odd_h, odd_w = ODD_SIZE
+    odd_h, odd_w = odd_size(input_divisor(model))
     odd = np.stack([_resize_float(img, odd_h, odd_w) for img in images[:1]])
     for label, batch in (("batch 2", pair), (f"size {odd_h}x{odd_w}", odd)):
         name = f"dynamic {label}"
@@ -343,6 +345,18 @@ def _check_dynamic(
             continue
         report.max_abs_diff = max(report.max_abs_diff or 0.0, *diffs)
         _judge_values(report, name, max(diffs), agree, f"input {list(batch.shape)}")
+
+
+def odd_size(divisor: int = 1) -> tuple[int, int]:
+    """Return a non-square size for the dynamic-size check that the model can take.
+
+    :data:`ODD_SIZE` itself for models that take any size; for a model whose encoder needs
+    multiples of ``divisor`` (the zoo's stride 32), the next multiples up, still non-square.
+    """
+    if divisor <= 1:
+        return ODD_SIZE
+    h, w = (-(-side // divisor) * divisor for side in ODD_SIZE)
+    return (h + divisor, w) if h == w else (h, w)
 
 
 def _resize_float(chw: np.ndarray, h: int, w: int) -> np.ndarray:

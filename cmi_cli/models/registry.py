@@ -20,7 +20,13 @@ ModelT = TypeVar("ModelT", bound=type[nn.Module])
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 # Modules whose import registers the packaged architectures.
-_BUILTIN_MODULES = ("cmi_cli.models.mini_unet", "cmi_cli.models.fast_unet")
+_BUILTIN_MODULES = (
+    "cmi_cli.models.mini_unet",
+    "cmi_cli.models.fast_unet",
+    "cmi_cli.models.smp_models",
+)
+# Keys of a model config group entry that are not hyper-parameters.
+_CONFIG_KEYS = ("name", "params")
 
 
 def register_model(name: str) -> Callable[[ModelT], ModelT]:
@@ -106,8 +112,12 @@ def build_model(name: str, num_classes: int, **params: Any) -> nn.Module:
     """
     cls = _lookup(name)
     accepted = _hyper_parameters(cls)
+    # A class taking **kwargs (the smp zoo) passes further keys on to its library.
+    open_ended = any(
+        p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()
+    )
     for key in params:
-        if key not in accepted:
+        if key not in accepted and not open_ended:
             close = difflib.get_close_matches(key, list(accepted), n=1)
             suggestion = f"Did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
@@ -120,16 +130,77 @@ def build_model(name: str, num_classes: int, **params: Any) -> nn.Module:
             hint="Set data.num_classes in the data config.",
         )
     full = {key: params.get(key, p.default) for key, p in accepted.items()}
+    full.update({key: value for key, value in params.items() if key not in accepted})
     try:
         model = cls(num_classes=num_classes, **full)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(
-            f"Invalid parameters for model {name!r}: {exc}",
+            f"Invalid parameters for model {name!r}: {_first_line(exc)}",
             hint=f"Check model.params; defaults are {default_params(name)}.",
         ) from exc
     # Plain instance attributes (not buffers): they travel with the object, not the state_dict.
     vars(model).update(cmi_name=name, cmi_num_classes=num_classes, cmi_params=full)
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip("'\"").splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def params_from_config(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Return ``(name, hyper-parameters)`` of a ``model`` config group entry.
+
+    An entry holds ``name`` and ``params``; every other key of the entry is a hyper-parameter
+    too, so that the zoo's ``model.arch=FPN model.encoder=resnet18`` read as plainly as
+    ``model.params.width=32`` does for the small U-Nets. A top-level key wins over the same
+    key in ``params``.
+
+    Args:
+        model_cfg: The ``model`` mapping of the composed config (plain values).
+    """
+    name = str(model_cfg["name"])
+    params = dict(model_cfg.get("params") or {})
+    params.update({str(k): v for k, v in model_cfg.items() if k not in _CONFIG_KEYS})
+    return name, params
+
+
+def input_divisor(model: nn.Module) -> int:
+    """Return the number image height and width must be a multiple of (1: any size)."""
+    return int(getattr(model, "divisor", 1))
+
+
+def check_image_size(model: nn.Module, size: int, where: str = "data.image_size") -> None:
+    """Raise a one-line ConfigError if ``size`` does not suit the model's output stride.
+
+    Args:
+        model: A model built by :func:`build_model`.
+        size: The square input size the model will see.
+        where: The config key or option that set ``size``, for the message.
+    """
+    divisor = input_divisor(model)
+    if divisor > 1 and int(size) % divisor:
+        lower = max(divisor, int(size) // divisor * divisor)
+        name = vars(model).get("cmi_params", {}).get("encoder", vars(model).get("cmi_name"))
+        raise ConfigError(
+            f"{where}={size} is not a multiple of {divisor}, the output stride of encoder '{name}'",
+            hint=f"Use {lower} or {lower + divisor}, e.g. {where}={lower + divisor}",
+        )
+
+
+def zoo_record(model: nn.Module) -> dict[str, Any]:
+    """Return ``{"architecture", "encoder", "input_divisor"}`` of a model, for lineage.
+
+    Zoo models give smp's architecture and the encoder name; the small U-Nets give their
+    registered name and no encoder.
+    """
+    arch = getattr(model, "arch", None) or vars(model).get("cmi_name")
+    return {
+        "architecture": arch,
+        "encoder": getattr(model, "encoder_name", None),
+        # Export, serving and prediction sizes must be multiples of this.
+        "input_divisor": input_divisor(model),
+    }
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

@@ -389,10 +389,12 @@ def profile_inference(
         size = int(lineage["preprocessing"]["image_size"])
         default_batch = int(lineage.get("config", {}).get("data", {}).get("batch_size", 8))
     elif cfg is not None:
-        from cmi_cli.models.registry import build_model
+        from omegaconf import OmegaConf
 
-        params = dict(cfg.model.get("params") or {})
-        model = build_model(str(cfg.model.name), int(cfg.data.num_classes), **params).eval()
+        from cmi_cli.models.registry import build_model, params_from_config
+
+        name, params = params_from_config(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+        model = build_model(name, int(cfg.data.num_classes), **params).eval()
         size, default_batch = int(cfg.data.image_size), int(cfg.data.batch_size)
     else:
         raise ValueError("profile_inference needs a config or a checkpoint")

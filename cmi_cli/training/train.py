@@ -119,19 +119,22 @@ def build_data(cfg: DictConfig, project_root: Path) -> Any:
     return dm
 
 
-def build_module(cfg: DictConfig, dm: Any, project_root: Path) -> Any:
-    """Build the LightningModule and attach the lineage its checkpoints will carry."""
+def build_module(cfg: DictConfig, dm: Any, project_root: Path, load_weights: bool = True) -> Any:
+    """Build the LightningModule and attach the lineage its checkpoints will carry.
+
+    ``load_weights``: load the pretrained encoder weights the config names (a resumed run
+    takes its weights from the checkpoint instead).
+    """
     from cmi_cli.data.versioning import data_version
     from cmi_cli.lineage import make_lineage
     from cmi_cli.models.complexity import count_parameters
+    from cmi_cli.models.registry import check_image_size, params_from_config, zoo_record
+    from cmi_cli.models.weights import load_pretrained, weights_record
     from cmi_cli.training.module import SegmentationModule
 
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    spec = {
-        "name": str(cfg.model.name),
-        "num_classes": dm.num_classes,
-        "params": dict(container["model"].get("params") or {}),
-    }
+    name, params = params_from_config(container["model"])
+    spec = {"name": name, "num_classes": dm.num_classes, "params": params}
     module = SegmentationModule(
         model_spec=spec,
         class_names=dm.class_names,
@@ -140,11 +143,18 @@ def build_module(cfg: DictConfig, dm: Any, project_root: Path) -> Any:
         max_epochs=int(cfg.trainer.max_epochs),
         compile=bool(cfg.get("compile", False)),
     )
+    check_image_size(module.net, int(dm.cfg.image_size))
+    weights = load_pretrained(module.net) if load_weights else weights_record(module.net)
     module.lineage = make_lineage(
         kind="checkpoint",
         class_names=dm.class_names,
         preprocessing=dm.preprocessing,
-        model={**spec, "parameters": count_parameters(module.net)},
+        model={
+            **spec,
+            **zoo_record(module.net),
+            "weights": weights,
+            "parameters": count_parameters(module.net),
+        },
         config=container,
         data={
             "root": str(dm.cfg.root),
@@ -317,9 +327,15 @@ def train(
     project_root = Path(project_root or Path.cwd()).resolve()
     validate_train_config(cfg)
     plan = prepare_run(cfg, project_root, resume)
+    if plan.ckpt_path is None:
+        from cmi_cli.models.registry import params_from_config
+        from cmi_cli.models.weights import check_weights_available
+
+        # Before any data is read: a missing weights file or no network fails at once.
+        check_weights_available(*params_from_config(OmegaConf.to_container(cfg.model)))  # type: ignore[arg-type]
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_data(cfg, project_root)
-    module = build_module(cfg, dm, project_root)
+    module = build_module(cfg, dm, project_root, load_weights=plan.ckpt_path is None)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with quiet_lightning(), _log_to_file(plan.run_dir / "train.log"):
         trainer = build_trainer(cfg, plan, show_progress, extra_callbacks)

@@ -18,6 +18,8 @@ from cmi_cli.models import (
 from cmi_cli.models.complexity import count_flops, count_parameters, describe_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+# The hand-written U-Nets, which take any input size; the smp zoo is tested in test_zoo_models.py.
+OWN_MODELS = ["fast_unet", "mini_unet"]
 SIZES = [(1, 33, 47), (2, 65, 65), (1, 127, 255), (2, 1, 1), (1, 64, 64)]
 
 
@@ -26,10 +28,10 @@ def conv_params(cin: int, cout: int, k: int, bias: bool = True) -> int:
 
 
 def test_registry_lists_both_architectures():
-    assert {"fast_unet", "mini_unet"} <= set(available_models())
+    assert {"fast_unet", "mini_unet", "smp"} <= set(available_models())
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", OWN_MODELS)
 @pytest.mark.parametrize(("batch", "height", "width"), SIZES)
 def test_logits_have_input_size(name, batch, height, width):
     torch.manual_seed(0)
@@ -78,7 +80,7 @@ def test_fast_unet_channels_follow_width_and_depth():
     assert count_parameters(default) < count_parameters(build_model("mini_unet", 104)) / 10
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", OWN_MODELS)
 def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     model = build_model(name, num_classes=4, **({"width": 4} if name == "fast_unet" else {}))
@@ -123,7 +125,7 @@ def test_invalid_num_classes():
         build_model("fast_unet", num_classes=0)
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", OWN_MODELS)
 def test_spec_round_trip_rebuilds_same_architecture(name):
     params = {"width": 8, "depth": 2} if name == "fast_unet" else {}
     model = build_model(name, num_classes=6, **params).eval()
@@ -147,7 +149,9 @@ def test_spec_errors():
         model_spec(nn.Conv2d(1, 1, 1))
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [CONFIG_DIR / f"{name}.yaml" for name in OWN_MODELS], ids=lambda p: p.stem
+)
 def test_model_configs_build_and_list_every_parameter(path):
     cfg = yaml.safe_load(path.read_text())
     assert cfg["name"] == path.stem
@@ -200,7 +204,7 @@ def test_fast_unet_channels_last_gives_same_logits():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", OWN_MODELS)
 def test_onnx_export_with_dynamic_height_and_width(name):
     ort = pytest.importorskip("onnxruntime")
     params = {"width": 8} if name == "fast_unet" else {}
@@ -227,7 +231,7 @@ def test_onnx_export_with_dynamic_height_and_width(name):
         assert abs(out - expected).max() < 1e-4
 
 
-@pytest.mark.parametrize("name", available_models())
+@pytest.mark.parametrize("name", OWN_MODELS)
 def test_torch_pruning_halves_channels_and_keeps_output_shape(name):
     tp = pytest.importorskip("torch_pruning")
     params = {"width": 8} if name == "fast_unet" else {}
