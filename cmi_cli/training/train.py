@@ -330,14 +330,23 @@ def train(
     module = build_module(cfg, dm, project_root)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with quiet_lightning(), _log_to_file(plan.run_dir / "train.log"):
-        trainer = build_trainer(cfg, plan, show_progress, extra_callbacks)
+        from cmi_cli.training.interrupt import GracefulStop
+
+        stop = GracefulStop(plan.run_dir, plan.name, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+        trainer = build_trainer(cfg, plan, show_progress, [stop, *(extra_callbacks or [])])
         if trainer.is_global_zero:
             atomic_write_text(plan.run_dir / "config.yaml", config_to_yaml(cfg))
         log.info("run %s: %s", plan.name, "resuming" if plan.ckpt_path else "starting")
         from cmi_cli.training.finish import close_loggers, finish_run
 
         try:
-            trainer.fit(module, datamodule=dm, **fit_resume_kwargs(trainer, plan.ckpt_path))
+            try:
+                with stop.installed():
+                    trainer.fit(module, datamodule=dm, **fit_resume_kwargs(trainer, plan.ckpt_path))
+            except SystemExit:  # Lightning's SIGTERMException, after a SIGTERM or SIGINT
+                if stop.signum is None:
+                    raise
+                raise stop.error(trainer) from None
             if not trainer.is_global_zero:
                 return TrainResult(plan.run_dir, None, None, is_global_zero=False)
             return finish_run(cfg, plan.run_dir, trainer, module, dm)

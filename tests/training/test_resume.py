@@ -106,8 +106,13 @@ def _craft_checkpoint(path: Path, marker: Path) -> None:
     marker.unlink()
 
 
-def test_crafted_checkpoint_never_runs_its_payload(tiny_project: Path) -> None:
+def test_crafted_checkpoint_never_runs_its_payload(
+    tiny_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir = train_first("evil")
+    # torch before 2.6 loaded with weights_only=False unless told otherwise: this makes the
+    # installed torch do the same wherever a caller leaves weights_only unset.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tiny_project / "pwned"
     last = run_dir / "checkpoints" / "last.ckpt"
     _craft_checkpoint(last, marker)
