@@ -366,6 +366,14 @@ def _compose(overrides: list[str], groups: set[str]) -> DictConfig:
 
     try:
         return compose(config_name=_PRIMARY_NODE, overrides=overrides)
+    except yaml.YAMLError as exc:
+        # A group file (configs/model/x.yaml) that is not valid YAML: Hydra lets PyYAML's
+        # multi-line error through, whose mark names the file.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        path = Path(mark.name) if mark is not None else Path("config")
+        raise ConfigError(
+            f"cannot parse {yaml_error_message(path, exc)}", hint="Fix the YAML at that place"
+        ) from None
     except (HydraException, OmegaConfBaseException) as exc:
         raise _diagnose(overrides, groups, exc) from None
 
