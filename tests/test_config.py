@@ -403,5 +403,5 @@ def test_yaml_error_names_file_line_and_column(project: Path, tmp_path: Path, wh
         compose(project, overrides, config_file=config_file)
     line = info.value.one_line()
     assert "\n" not in line
-    # PyYAML reports the flow sequence that never closes where the next key starts: line 4, column 5.
+    # PyYAML reports the unclosed flow sequence where the next key starts: line 4, column 5.
     assert f"{path}:4:5:" in line, line

@@ -41,7 +41,7 @@ class ContinuingCSVLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> Any:
         """The writer, created on first use."""
         if self._experiment is not None:
             return self._experiment

@@ -112,7 +112,11 @@ class GracefulStop(L.Callback):
 
     def _write_summary(self, trainer: L.Trainer) -> None:
         history = next(
-            (list(c.rows) for c in trainer.callbacks if type(c).__name__ == "HistoryCallback"),
+            (
+                list(c.rows)
+                for c in getattr(trainer, "callbacks", [])
+                if type(c).__name__ == "HistoryCallback"
+            ),
             [],
         )
         scored = [r for r in history if r.get(self.monitor) is not None]

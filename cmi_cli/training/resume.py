@@ -92,8 +92,10 @@ def resumed_config(
     applied = _apply_overrides(cfg, composed, overrides, run_dir.name)
     check_resume_change(saved, cfg, run_dir.name)
     with open_dict(cfg):
-        history = list(OmegaConf.to_container(cfg.run.get(HISTORY_KEY) or ListConfig([])))
-        history.append({"at": dt.datetime.now().isoformat(timespec="seconds"), "overrides": applied})
+        before: Any = OmegaConf.to_container(cfg.run.get(HISTORY_KEY) or ListConfig([]))
+        history = list(before)
+        now = dt.datetime.now().isoformat(timespec="seconds")
+        history.append({"at": now, "overrides": applied})
         cfg.run[HISTORY_KEY] = history
     OmegaConf.set_struct(cfg, True)
     return cfg
@@ -114,7 +116,7 @@ def _apply_overrides(
             if key in FIXED_GROUPS:
                 raise _refusal(f"{key} ({text})", run_name)
             with open_dict(cfg):
-                cfg[key] = composed[key] if key in composed else {"name": "none"}
+                cfg[key] = composed.get(key, {"name": "none"})
         elif override.is_delete():
             raise ConfigError(f"cannot delete config key '{key}' when resuming run {run_name!r}")
         else:

@@ -187,7 +187,9 @@ def test_single_parquet_file_says_what_is_expected_found_and_to_do(project, tmp_
     text = info.value.one_line()
     assert "zip" not in text.lower(), text
     assert f"{one} is a single parquet file" in text
-    assert "folder" in text and "train-*.parquet" in text and "validation-*.parquet" in text
+    assert "folder" in text
+    assert "train-*.parquet" in text
+    assert "validation-*.parquet" in text
     assert "cmi data import" in text
     assert not (project / "data" / "foodseg103").exists()
 
@@ -200,5 +202,6 @@ def test_parquet_files_that_name_no_split_are_explained(project, tmp_path):
     with pytest.raises(DataError) as info:
         import_foodseg103(src, project, show_progress=False)
     text = info.value.one_line()
-    assert "foodseg.parquet" in text and "names no split" in text, text
+    assert "foodseg.parquet" in text, text
+    assert "names no split" in text, text
     assert "train-*.parquet" in text

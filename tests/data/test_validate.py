@@ -167,10 +167,12 @@ def test_every_problem_names_its_file_the_check_and_the_fix(faulty_folder: Path)
     assert files["missing-mask"] == "Images/img_dir/train/00004.jpg"
     assert files["missing-image"] == "Images/ann_dir/test/orphan.png"
     for p in report.problems:
-        assert p.file and not Path(p.file).is_absolute(), p
+        assert p.file, p
+        assert not Path(p.file).is_absolute(), p
         assert p.fix, p
     text = json.dumps(report.to_dict())
-    assert "BytesIO" not in text and "<_io" not in text
+    assert "BytesIO" not in text
+    assert "<_io" not in text
     empty = [p for p in report.problems if p.file.endswith("empty.jpg")]
     assert [p.detail for p in empty] == ["the file is empty (0 bytes)"]
     zero_mask = [p for p in report.problems if p.file.endswith("zeromask.png")]

@@ -84,7 +84,8 @@ def test_drift_windows_with_a_constant_feature_raise_no_numpy_warnings() -> None
 
     rng = np.random.default_rng(0)
     columns = ["brightness", "contrast", "sharpness"]
-    reference = FeatureTable(columns, [{c: float(rng.random()) for c in columns} for _ in range(20)])
+    rows = [{c: float(rng.random()) for c in columns} for _ in range(20)]
+    reference = FeatureTable(columns, rows)
     saturated = [
         {"brightness": 1.0, "contrast": float(rng.random()), "sharpness": float(rng.random())}
         for _ in range(20)

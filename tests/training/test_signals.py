@@ -62,7 +62,8 @@ def test_signal_saves_a_resumable_run_and_resume_has_no_gap(
     assert signal.Signals(signum).name in stderr
 
     done = history_epochs(run_dir)
-    assert done == list(range(len(done))) and 1 <= len(done) < 3
+    assert done == list(range(len(done)))
+    assert 1 <= len(done) < 3
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     # The checkpoint is as recent as the stop: at least every finished epoch's steps.
     with (run_dir / "history.csv").open(newline="") as f:
