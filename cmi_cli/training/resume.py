@@ -37,8 +37,8 @@ MUTABLE_DATA_KEYS = frozenset(
         "augment",
     }
 )
-# Group selections that replace a fixed part wholesale.
-FIXED_GROUPS = ("data", "model", "experiment", "debug")
+# Presets: group selections that set keys across the config rather than one node.
+PRESETS = ("experiment", "debug")
 HISTORY_KEY = "resumes"
 
 
@@ -112,9 +112,13 @@ def _apply_overrides(
         text = str(override.input_line)
         if key in ("run.name", "run.dir"):
             continue  # they chose this run; they are not changes to it
-        if key in PRIMARY_GROUPS:
-            if key in FIXED_GROUPS:
-                raise _refusal(f"{key} ({text})", run_name)
+        if key in PRESETS:
+            # A preset sets keys all over the config: given again it is checked (it must not
+            # change what the checkpoint fixes), not re-applied over the run's saved values.
+            check_resume_change(cfg, composed, run_name)
+        elif key in PRIMARY_GROUPS:
+            # The group's content as composed: check_resume_change refuses a fixed one that
+            # differs (model=another) and accepts it restated.
             with open_dict(cfg):
                 cfg[key] = composed.get(key, {"name": "none"})
         elif override.is_delete():

@@ -67,7 +67,8 @@ def test_resume_continues_the_saved_config_and_keeps_every_metrics_row(
     [
         ("model.params.width=16", "model.params.width"),
         ("data.image_size=48", "data.image_size"),
-        ("model=mini_unet", "model (model=mini_unet)"),
+        ("model=mini_unet", "model.name"),
+        ("debug=overfit", "data."),
         ("optim.name=sgd", "optim.name"),
     ],
 )
