@@ -205,6 +205,25 @@ def _search_path(project_dir: Path | None, packaged: Path) -> list[str]:
     return paths
 
 
+def read_yaml_mapping(path: Path) -> DictConfig:
+    """Read a YAML file that must hold a mapping of config keys.
+
+    Raises:
+        ConfigError: The file is missing, not valid YAML (naming its line and column), or
+            not a mapping.
+    """
+    return _read_layer(Path(path))[1]
+
+
+def yaml_error_message(path: Path, exc: BaseException) -> str:
+    """Say where a YAML file is malformed: ``FILE:LINE:COLUMN: problem`` on one line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if mark is not None:
+        return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem or _first_line(exc)}"
+    return f"{path}: {_first_line(exc)}"
+
+
 def _read_layer(path: Path) -> tuple[str, DictConfig]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}", hint="Check the path given to --config")
@@ -212,7 +231,11 @@ def _read_layer(path: Path) -> tuple[str, DictConfig]:
         # PyYAML tells a mapping from a bare scalar; OmegaConf's loader reads 1e-3 as a float.
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         loaded = OmegaConf.load(path) if isinstance(raw, dict) else None
-    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"cannot parse {yaml_error_message(path, exc)}", hint="Fix the YAML at that place"
+        ) from None
+    except (OmegaConfBaseException, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot parse {path}: {_first_line(exc)}") from None
     if raw is None:
         return str(path), OmegaConf.create()
@@ -261,6 +284,20 @@ def _split_layer(
 
 def _selection_override(group: str, option: str | None) -> str:
     return f"~{group}" if option is None else f"{group}={option}"
+
+
+def parse_overrides(overrides: list[str]) -> list[Any]:
+    """Parse ``key=value`` / ``group=option`` / ``~key`` overrides with Hydra's grammar.
+
+    Raises:
+        ConfigError: An override is malformed.
+    """
+    return _parse_overrides(overrides)
+
+
+def unknown_key_error(key: str, reference: DictConfig, source: str | None = None) -> ConfigError:
+    """The one-line error for a key ``reference`` lacks, with a did-you-mean suggestion."""
+    return _unknown_key(key, reference, source)
 
 
 def _parse_overrides(overrides: list[str]) -> list[Any]:
@@ -329,6 +366,14 @@ def _compose(overrides: list[str], groups: set[str]) -> DictConfig:
 
     try:
         return compose(config_name=_PRIMARY_NODE, overrides=overrides)
+    except yaml.YAMLError as exc:
+        # A group file (configs/model/x.yaml) that is not valid YAML: Hydra lets PyYAML's
+        # multi-line error through, whose mark names the file.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        path = Path(mark.name) if mark is not None else Path("config")
+        raise ConfigError(
+            f"cannot parse {yaml_error_message(path, exc)}", hint="Fix the YAML at that place"
+        ) from None
     except (HydraException, OmegaConfBaseException) as exc:
         raise _diagnose(overrides, groups, exc) from None
 

@@ -384,3 +384,25 @@ def test_trainer_keys_are_lightning_trainer_arguments(project: Path, overrides: 
     kwargs = OmegaConf.to_container(cfg.trainer)
     trainer = lightning.Trainer(**kwargs, logger=False, enable_progress_bar=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("where", ["config-file", "project-train", "project-group"])
+def test_yaml_error_names_file_line_and_column(project: Path, tmp_path: Path, where: str) -> None:
+    text = "trainer:\n  max_epochs: 3\n  devices: [1, 2\nseed: 1\n"
+    overrides: list[str] = []
+    config_file = None
+    if where == "config-file":
+        path = config_file = tmp_path / "broken.yaml"
+    elif where == "project-train":
+        path = project / "configs" / "train.yaml"
+    else:
+        path = project / "configs" / "model" / "broken.yaml"
+        overrides = ["model=broken"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        compose(project, overrides, config_file=config_file)
+    line = info.value.one_line()
+    assert "\n" not in line
+    # PyYAML reports the unclosed flow sequence where the next key starts: line 4, column 5.
+    assert f"{path}:4:5:" in line, line

@@ -30,7 +30,11 @@ def train_cmd(
     ] = False,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue run.name (or the latest run) from last.ckpt."),
+        typer.Option(
+            "--resume",
+            help="Continue run.name (or the latest run) from last.ckpt, with its saved "
+            "config.yaml plus only the overrides given now.",
+        ),
     ] = False,
 ) -> None:
     """Train a segmentation model from Hydra configs with PyTorch Lightning.
@@ -46,7 +50,15 @@ def train_cmd(
     """
     from cmi_cli.config import compose_train_config, config_to_yaml
 
-    cfg = compose_train_config(list(overrides or []), config_file=config, project_root=Path.cwd())
+    if resume:
+        from cmi_cli.training.resume import resume_cli_config
+
+        # The run continues as it was configured: its config.yaml plus only these overrides.
+        cfg = resume_cli_config(list(overrides or []), config, Path.cwd())
+    else:
+        cfg = compose_train_config(
+            list(overrides or []), config_file=config, project_root=Path.cwd()
+        )
     if print_cfg:
         typer.echo(config_to_yaml(cfg), nl=False)
         return

@@ -47,11 +47,40 @@ def find_dataset_root(folder: Path) -> Path:
         names = ", ".join(p.name for p in found)
         raise DataError(f"{folder} holds several datasets ({names})", hint="import one of them")
     if not found:
+        unnamed = _parquet_without_split(folder)
+        if unnamed:
+            raise DataError(
+                f"{folder} holds parquet files whose name names no split "
+                f"({', '.join(unnamed[:3])}); the Hugging Face export names them "
+                "train-*.parquet and validation-*.parquet (or puts them in train/ and "
+                "validation/ folders)",
+                hint="rename them so each names its split, then run `cmi data import` again",
+            )
         raise DataError(
             f"{folder} is not a FoodSeg103 dataset (nor is any folder in it)", hint=LAYOUT_HINT
         )
     _check_dataset(found[0])
     return found[0]
+
+
+def _parquet_without_split(folder: Path) -> list[str]:
+    """Parquet files under ``folder`` whose names and folders name no split."""
+    from cmi_cli.data.parquet import split_of
+
+    return [
+        p.relative_to(folder).as_posix()
+        for p in sorted(folder.rglob("*.parquet"))
+        if split_of(p, folder) is None
+    ]
+
+
+def _single_parquet_error(src: Path) -> DataError:
+    return DataError(
+        f"{src} is a single parquet file; `cmi data import` takes the folder of the Hugging "
+        "Face export, which holds train-*.parquet and validation-*.parquet (columns image and "
+        "label)",
+        hint=f"run `cmi data import {src.parent}` (the folder holding the parquet files)",
+    )
 
 
 def _looks_like_dataset(folder: Path) -> bool:
@@ -115,6 +144,8 @@ def import_foodseg103(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.import-", dir=dest.parent) as tmp:
         staged = Path(tmp) / "staged"
+        if src.is_file() and _is_parquet(src):
+            raise _single_parquet_error(src)
         if src.is_file():
             found = _extract_zip(src, Path(tmp) / "zip", password, show_progress)
             os.replace(found, staged)
@@ -130,6 +161,14 @@ def import_foodseg103(
             exc.hint = f"the data is complete in {dest}: track it with `dvc add {dest}`"
             raise
     return dest
+
+
+def _is_parquet(path: Path) -> bool:
+    """Whether ``path`` is a parquet file (by its name or its ``PAR1`` magic bytes)."""
+    if path.suffix.lower() == ".parquet":
+        return True
+    with path.open("rb") as f:
+        return f.read(4) == b"PAR1"
 
 
 def _swap_into_place(staged: Path, dest: Path) -> None:

@@ -6,6 +6,7 @@ equal sizes, a single-channel mask and only class ids in ``[0, num_classes)`` or
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,12 +36,30 @@ class Problem:
             ``undecodable-mask``, ``mask-not-single-channel``, ``size-mismatch``,
             ``label-out-of-range`` or ``empty-split``.
         detail: What exactly is wrong, for a person.
+        file: The file at fault, relative to the dataset root (``FILE row N`` for a parquet
+            row; the split folder for an empty split).
+        fix: What to do about it.
     """
 
     split: str
     key: str
     kind: str
     detail: str
+    file: str = ""
+    fix: str = ""
+
+
+# What to do about each kind of problem ({n} is the class count).
+FIXES = {
+    "missing-image": "add the image of this mask, or delete the mask",
+    "missing-mask": "add the mask of this image, or delete the image",
+    "undecodable-image": "replace the file with a complete copy, or delete the pair",
+    "undecodable-mask": "replace the file with a complete copy, or delete the pair",
+    "mask-not-single-channel": "save the mask as a one-channel PNG (mode L or P) of class ids",
+    "size-mismatch": "resize the mask to the image's size (nearest neighbour), or fix the pair",
+    "label-out-of-range": "relabel those pixels to a class id in 0..{last}, or 255 to ignore them",
+    "empty-split": "add image/mask pairs to this split, or remove its empty folders",
+}
 
 
 @dataclass
@@ -123,7 +142,7 @@ def validate_dataset(
         for split, items in work.items():
             report.checked[split] = len(items)
             if not items:
-                report.problems.append(Problem(split, split, "empty-split", "no pairs"))
+                report.problems.append(_empty_split(source, split))
                 continue
             task = progress.add_task(f"checking {split}", total=len(items))
             for item in items:
@@ -137,44 +156,78 @@ def validate_dataset(
 def check_pair(source: DatasetSource, item: Item, num_classes: int) -> tuple[list[Problem], int]:
     """Check one pair; return its problems and its number of ignore (255) pixels."""
 
-    def problem(kind: str, detail: str) -> Problem:
-        return Problem(item.split, item.key, kind, detail)
+    def problem(kind: str, detail: str, path: Path | None) -> Problem:
+        fix = FIXES[kind].format(last=num_classes - 1)
+        return Problem(item.split, item.key, kind, detail, _relative(source, path, item.row), fix)
 
     if item.image is None:
-        return [problem("missing-image", f"mask {item.mask} has no image")], 0
+        return [problem("missing-image", "the mask has no image", item.mask)], 0
     if item.mask is None:
-        return [problem("missing-mask", f"image {item.image} has no mask")], 0
+        return [problem("missing-mask", "the image has no mask", item.image)], 0
     problems: list[Problem] = []
-    try:
-        image = open_image(source.read_image_bytes(item))
-    except DataError as exc:
-        problems.append(problem("missing-image", exc.message))
-        image = None
-    except DECODE_ERRORS as exc:
-        problems.append(problem("undecodable-image", str(exc)))
-        image = None
-    try:
-        mask = open_image(source.read_mask_bytes(item))
-    except DataError as exc:
-        return [*problems, problem("missing-mask", exc.message)], 0
-    except DECODE_ERRORS as exc:
-        return [*problems, problem("undecodable-mask", str(exc))], 0
+    image, failure = _open(source.read_image_bytes, item)
+    if failure is not None:
+        problems.append(problem(f"{failure[0]}-image", failure[1], item.image))
+    mask, failure = _open(source.read_mask_bytes, item)
+    if failure is not None:
+        return [*problems, problem(f"{failure[0]}-mask", failure[1], item.mask)], 0
+    assert mask is not None
     if len(mask.getbands()) != 1:
         detail = f"mask has mode {mask.mode}; expected one channel of class ids (L or P)"
-        return [*problems, problem("mask-not-single-channel", detail)], 0
+        return [*problems, problem("mask-not-single-channel", detail, item.mask)], 0
     if image is not None and image.size != mask.size:
         w, h = image.size
         mw, mh = mask.size
-        problems.append(problem("size-mismatch", f"image is {w}x{h}, mask is {mw}x{mh}"))
+        detail = f"image is {w}x{h}, mask is {mw}x{mh}"
+        problems.append(problem("size-mismatch", detail, item.mask))
     counts = _label_counts(np.asarray(mask))
     bad = [(v, c) for v, c in counts.items() if (v < 0 or v >= num_classes) and v != IGNORE_INDEX]
     if bad:
         shown = ", ".join(f"{v} ({c} px)" for v, c in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        problems.append(
-            problem("label-out-of-range", f"ids {shown}{more} not in [0, {num_classes})")
-        )
+        detail = f"ids {shown}{more} not in [0, {num_classes})"
+        problems.append(problem("label-out-of-range", detail, item.mask))
     return problems, counts.get(IGNORE_INDEX, 0)
+
+
+def _open(read: Any, item: Item) -> tuple[Any, tuple[str, str] | None]:
+    """Read and open one side of a pair: ``(image, None)`` or ``(None, (kind, detail))``."""
+    try:
+        data = read(item)
+    except DataError as exc:
+        return None, ("missing", exc.message)
+    if not data:
+        return None, ("undecodable", "the file is empty (0 bytes)")
+    try:
+        return open_image(data), None
+    except DECODE_ERRORS as exc:
+        return None, ("undecodable", _decode_detail(exc, len(data)))
+
+
+def _decode_detail(exc: BaseException, size: int) -> str:
+    """Say why bytes did not decode, without Pillow's ``<_io.BytesIO object at 0x..>``."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return f"not an image format Pillow can read ({size} bytes)"
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the file", str(exc)).strip()
+    return f"cannot be decoded: {text or type(exc).__name__} ({size} bytes)"
+
+
+def _relative(source: DatasetSource, path: Path | None, row: int = -1) -> str:
+    if path is None:
+        return ""
+    try:
+        name = Path(path).relative_to(source.root).as_posix()
+    except ValueError:
+        name = Path(path).as_posix()
+    return f"{name} row {row}" if row >= 0 else name
+
+
+def _empty_split(source: DatasetSource, split: str) -> Problem:
+    folder = getattr(source, "img_dir", None)
+    where = _relative(source, Path(folder) / split) if folder is not None else split
+    return Problem(split, split, "empty-split", "no pairs", where, FIXES["empty-split"])
 
 
 def _label_counts(arr: np.ndarray) -> dict[int, int]:
@@ -200,10 +253,10 @@ def render_validation(report: ValidationReport, console: Console) -> None:
         )
         return
     table = Table(title=f"Problems in {report.root}", title_justify="left")
-    for name in ("split", "key", "problem", "detail"):
+    for name in ("file", "check failed", "detail", "what to do"):
         table.add_column(name, overflow="fold")
     for p in report.problems[:_SHOWN_PROBLEMS]:
-        table.add_row(p.split, p.key, f"[red]{p.kind}[/red]", p.detail)
+        table.add_row(p.file or p.key, f"[red]{p.kind}[/red]", p.detail, p.fix)
     console.print(table)
     if len(report.problems) > _SHOWN_PROBLEMS:
         console.print(

@@ -90,9 +90,27 @@ class SegmentationModule(L.LightningModule):
             loss = loss + self.dice_weight * dice_loss(logits, target, self.ignore_index)
         return loss
 
+    def _check_labels(self, masks: torch.Tensor, split: str) -> None:
+        """Fail with the file and the label when a mask holds an id outside the classes.
+
+        One reduction per batch; without it an out-of-range id ends as an IndexError deep in
+        the loss (on CUDA, a device assert that kills the process).
+        """
+        num_classes = len(self.hparams["class_names"])
+        top = int(torch.where(masks == self.ignore_index, 0, masks).max())
+        if top < num_classes:
+            return
+        from cmi_cli.training.labels import bad_label_error
+
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dataset = getattr(dm, "train_set" if split == "train" else "val_set", None)
+        name = getattr(dataset, "split", split)
+        raise bad_label_error(top, num_classes, self.ignore_index, dataset, name)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         """Compute and log the training loss of one batch."""
         images, masks = batch
+        self._check_labels(masks, "train")
         loss = self._loss(self(images), masks)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
@@ -100,6 +118,7 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Accumulate the confusion matrix and the loss of one validation batch."""
         images, masks = batch
+        self._check_labels(masks, "val")
         logits = self(images)
         self.log("val/loss", self._loss(logits, masks), on_epoch=True, sync_dist=True)
         self.val_metric.update(logits, masks)

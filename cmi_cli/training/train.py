@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cmi_cli.errors import UsageError
+from cmi_cli.training.resume import fit_resume_kwargs
 from cmi_cli.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ class RunPlan:
     name: str
     run_dir: Path
     ckpt_path: Path | None
+    # Columns of the run's logs/metrics.csv, cut back to the resumed checkpoint (None: new).
+    metrics_header: list[str] | None = None
 
 
-def _latest_run(runs_dir: Path) -> str | None:
+def latest_run(runs_dir: Path) -> str | None:
+    """Name of the run under ``runs_dir`` whose ``last.ckpt`` is newest (None if none)."""
     candidates = sorted(
         (p for p in runs_dir.glob("*/checkpoints/last.ckpt")), key=lambda p: p.stat().st_mtime
     )
@@ -74,7 +78,7 @@ def prepare_run(cfg: DictConfig, project_root: Path, resume: bool) -> RunPlan:
     inherited = os.environ.get(RUN_NAME_ENV) if os.environ.get("LOCAL_RANK") else None
     name = cfg.run.name or inherited
     if not name and want_last:
-        name = _latest_run(runs_dir)
+        name = latest_run(runs_dir)
         if name is None:
             raise UsageError(
                 f"nothing to resume: no run under {runs_dir} has checkpoints/last.ckpt",
@@ -186,6 +190,12 @@ def build_loggers(cfg: DictConfig, plan: RunPlan) -> Any:
     if name == "none":
         return False
     if name == "csv":
+        if plan.metrics_header:
+            from cmi_cli.training.csv_logger import ContinuingCSVLogger
+
+            return ContinuingCSVLogger(
+                plan.metrics_header, save_dir=str(plan.run_dir), name="logs", version=""
+            )
         return CSVLogger(save_dir=str(plan.run_dir), name="logs", version="")
     if name == "wandb":
         from cmi_cli.training.wandb_setup import make_wandb_logger
@@ -333,21 +343,32 @@ def train(
 
         # Before any data is read: a missing weights file or no network fails at once.
         check_weights_available(*params_from_config(OmegaConf.to_container(cfg.model)))  # type: ignore[arg-type]
+    else:
+        from cmi_cli.training.resume import prepare_resume
+
+        plan.metrics_header = prepare_resume(cfg, plan.run_dir, plan.ckpt_path, resume)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_data(cfg, project_root)
     module = build_module(cfg, dm, project_root, load_weights=plan.ckpt_path is None)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with quiet_lightning(), _log_to_file(plan.run_dir / "train.log"):
-        trainer = build_trainer(cfg, plan, show_progress, extra_callbacks)
+        from cmi_cli.training.interrupt import GracefulStop
+
+        stop = GracefulStop(plan.run_dir, plan.name, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+        trainer = build_trainer(cfg, plan, show_progress, [stop, *(extra_callbacks or [])])
         if trainer.is_global_zero:
             atomic_write_text(plan.run_dir / "config.yaml", config_to_yaml(cfg))
         log.info("run %s: %s", plan.name, "resuming" if plan.ckpt_path else "starting")
         from cmi_cli.training.finish import close_loggers, finish_run
 
         try:
-            trainer.fit(
-                module, datamodule=dm, ckpt_path=str(plan.ckpt_path) if plan.ckpt_path else None
-            )
+            try:
+                with stop.installed():
+                    trainer.fit(module, datamodule=dm, **fit_resume_kwargs(trainer, plan.ckpt_path))
+            except SystemExit:  # Lightning's SIGTERMException, after a SIGTERM or SIGINT
+                if stop.signum is None:
+                    raise
+                raise stop.error(trainer) from None
             if not trainer.is_global_zero:
                 return TrainResult(plan.run_dir, None, None, is_global_zero=False)
             return finish_run(cfg, plan.run_dir, trainer, module, dm)

@@ -30,6 +30,28 @@ def resolve_wandb_mode(configured: str | None) -> str:
     return "online" if wandb_logged_in() else "offline"
 
 
+# Values this module put into the environment, so a later run in the same process (a sweep,
+# quickstart) moves them to its own folder while a value the user set is left alone.
+_OURS: dict[str, str] = {}
+
+
+def keep_wandb_files_in(run_dir: Path) -> None:
+    """Point W&B's data and cache folders into ``run_dir/wandb`` unless the user chose them.
+
+    W&B stages a copy of every logged artifact file (each checkpoint, with ``log_model``)
+    under ``WANDB_DATA_DIR`` (default ``~/.local/share/wandb/artifacts/staging``) and writes
+    its service logs under ``WANDB_CACHE_DIR`` (``~/.cache/wandb``); outside the run they
+    piled up, one checkpoint copy per run. Inside it they go with the run: an offline run's
+    staged files are exactly what a later ``wandb sync`` uploads, and deleting the run
+    deletes them.
+    """
+    base = Path(run_dir).resolve() / "wandb"
+    for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache")):
+        current = os.environ.get(var)
+        if current is None or current == _OURS.get(var):
+            os.environ[var] = _OURS[var] = str(base / sub)
+
+
 def make_wandb_logger(cfg: dict[str, Any], run_dir: Path, run_name: str) -> Any:
     """Build Lightning's WandbLogger from the ``logger`` config group.
 
@@ -41,6 +63,7 @@ def make_wandb_logger(cfg: dict[str, Any], run_dir: Path, run_name: str) -> Any:
     from lightning.pytorch.loggers import WandbLogger
 
     mode = resolve_wandb_mode(cfg.get("mode"))
+    keep_wandb_files_in(run_dir)
     if mode == "offline" and not cfg.get("mode") and not os.environ.get("WANDB_MODE"):
         info(
             f"W&B: not logged in, logging offline to {run_dir / 'wandb'} "

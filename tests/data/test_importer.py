@@ -176,3 +176,32 @@ def test_destination_exists(project, tmp_path):
 def test_bad_name(project, tmp_path):
     with pytest.raises(UsageError, match="plain folder name"):
         import_foodseg103(dataset(tmp_path / "a"), project, name="../escape")
+
+
+def test_single_parquet_file_says_what_is_expected_found_and_to_do(project, tmp_path):
+    rows = {"train": make_pairs(2, seed=3), "validation": make_pairs(1, seed=4)}
+    src = write_parquet(tmp_path / "hf", rows)
+    (one,) = src.rglob("train-*.parquet")
+    with pytest.raises(DataError) as info:
+        import_foodseg103(one, project, show_progress=False)
+    text = info.value.one_line()
+    assert "zip" not in text.lower(), text
+    assert f"{one} is a single parquet file" in text
+    assert "folder" in text
+    assert "train-*.parquet" in text
+    assert "validation-*.parquet" in text
+    assert "cmi data import" in text
+    assert not (project / "data" / "foodseg103").exists()
+
+
+def test_parquet_files_that_name_no_split_are_explained(project, tmp_path):
+    rows = {"train": make_pairs(2, seed=3)}
+    src = write_parquet(tmp_path / "hf", rows)
+    for path in src.rglob("*.parquet"):
+        path.rename(src / "foodseg.parquet")
+    with pytest.raises(DataError) as info:
+        import_foodseg103(src, project, show_progress=False)
+    text = info.value.one_line()
+    assert "foodseg.parquet" in text, text
+    assert "names no split" in text, text
+    assert "train-*.parquet" in text

@@ -148,3 +148,41 @@ def test_clean_report_renders_a_summary(tmp_path: Path) -> None:
     text = console.export_text()
     assert "2 pairs checked" in text
     assert "no problems" in text
+
+
+def test_every_problem_names_its_file_the_check_and_the_fix(faulty_folder: Path) -> None:
+    # Zero-byte files: PIL's own message for them is a BytesIO repr.
+    (faulty_folder / "Images/img_dir/test/empty.jpg").write_bytes(b"")
+    (faulty_folder / "Images/ann_dir/test/empty.png").write_bytes(b"")
+    stem = make_pairs(1, seed=5)[0]
+    (faulty_folder / "Images/img_dir/test/zeromask.jpg").write_bytes(stem[1])
+    (faulty_folder / "Images/ann_dir/test/zeromask.png").write_bytes(b"")
+    report = validate_dataset(faulty_folder, show_progress=False)
+    files = {p.kind: p.file for p in report.problems}
+    assert files["label-out-of-range"] == "Images/ann_dir/train/00001.png"
+    assert files["undecodable-image"] in (
+        "Images/img_dir/train/00003.jpg",
+        "Images/img_dir/test/empty.jpg",
+    )
+    assert files["missing-mask"] == "Images/img_dir/train/00004.jpg"
+    assert files["missing-image"] == "Images/ann_dir/test/orphan.png"
+    for p in report.problems:
+        assert p.file, p
+        assert not Path(p.file).is_absolute(), p
+        assert p.fix, p
+    text = json.dumps(report.to_dict())
+    assert "BytesIO" not in text
+    assert "<_io" not in text
+    empty = [p for p in report.problems if p.file.endswith("empty.jpg")]
+    assert [p.detail for p in empty] == ["the file is empty (0 bytes)"]
+    zero_mask = [p for p in report.problems if p.file.endswith("zeromask.png")]
+    assert [(p.kind, p.detail) for p in zero_mask] == [
+        ("undecodable-mask", "the file is empty (0 bytes)")
+    ]
+
+    console = Console(record=True, width=240)
+    render_validation(report, console)
+    rendered = console.export_text()
+    assert "Images/ann_dir/train/00001.png" in rendered
+    assert "BytesIO" not in rendered
+    assert "class id in 0..103" in rendered  # the fix of a label out of range

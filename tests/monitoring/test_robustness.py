@@ -70,3 +70,29 @@ def test_card_plot_and_json(tmp_path: Path) -> None:
     paths = write_robustness(result, tmp_path / "out")
     assert Image.open(paths["png"]).format == "PNG"
     assert json.loads(paths["json"].read_text())["rows"][2]["drifted_features"][0] == "brightness"
+
+
+def test_drift_windows_with_a_constant_feature_raise_no_numpy_warnings() -> None:
+    """A strong corruption makes a feature constant over a window (every photo saturated):
+    Evidently's correlation matrix then divides by a zero deviation, once per window."""
+    import warnings
+
+    import numpy as np
+
+    from cmi_cli.monitoring.reference import FeatureTable
+    from cmi_cli.monitoring.robustness import _add_detection
+
+    rng = np.random.default_rng(0)
+    columns = ["brightness", "contrast", "sharpness"]
+    rows = [{c: float(rng.random()) for c in columns} for _ in range(20)]
+    reference = FeatureTable(columns, rows)
+    saturated = [
+        {"brightness": 1.0, "contrast": float(rng.random()), "sharpness": float(rng.random())}
+        for _ in range(20)
+    ]
+    row = RobustnessRow("brightness", 5, 0.1, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _add_detection(row, reference, FeatureTable(columns, saturated), 20, 0.5, 1)
+    assert row.windows == 1
+    assert "brightness" in row.drifted_features
