@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from cmi_cli import __version__
-from cmi_cli.cli import data, later
+from cmi_cli.cli import data
 from cmi_cli.console import err_console, is_verbose, setup_logging
 from cmi_cli.errors import CmiError
 
@@ -125,8 +125,7 @@ def root(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-# Each module registers its commands with ``register(app)``; a planned command that no module
-# provides yet is registered by ``later`` as "not available yet".
+# Each module registers its commands with ``register(app)``.
 COMMAND_MODULES = (
     "project",
     "train",
@@ -146,8 +145,6 @@ def _register_commands(root: typer.Typer) -> None:
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"cmi_cli.cli.{name}") is not None:
             importlib.import_module(f"cmi_cli.cli.{name}").register(root)
-    done = {c.name for c in root.registered_commands} | {g.name for g in root.registered_groups}
-    later.register(root, skip=frozenset(n for n in done if n))
 
 
 _register_commands(app)

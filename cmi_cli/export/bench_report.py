@@ -9,12 +9,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmi_cli.export.bench_rows import BenchmarkResult, BenchmarkRow
 from cmi_cli.utils.files import atomic_write_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cmi_cli.export.benchmark import BenchmarkResult, BenchmarkRow
 
 # (column title, row attribute, format) for the table and the Markdown report.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -44,8 +44,6 @@ def cell(row: BenchmarkRow, attr: str, fmt: str) -> str:
 
 def to_csv(rows: list[BenchmarkRow]) -> str:
     """Every field of every row, one line each."""
-    from cmi_cli.export.benchmark import BenchmarkRow
-
     names = [f.name for f in fields(BenchmarkRow)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")

@@ -92,7 +92,7 @@ def export_onnx(
             do not fit its recorded architecture.
         OnnxValidationError: If any validation check failed (its ``report`` has the checklist).
     """
-    from cmi_cli.monitoring.model_reference import reference_for_export
+    from cmi_cli.export.reference import reference_for_export
     from cmi_cli.training.checkpoint import load_model
     from cmi_cli.utils.files import atomic_path, atomic_write_bytes
 

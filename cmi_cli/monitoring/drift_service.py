@@ -82,8 +82,8 @@ class DriftMonitor:
             DataError: If the log has fewer than ``min_samples`` records or is malformed.
         """
         from cmi_cli.monitoring.drift import run_drift
+        from cmi_cli.monitoring.prediction_log import read_predictions
         from cmi_cli.monitoring.reference import table_from_log
-        from cmi_cli.serving.store import read_predictions
 
         records = read_predictions(self.log_dir, window=window or self.window)
         current = table_from_log(

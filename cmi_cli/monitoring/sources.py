@@ -152,7 +152,7 @@ def _is_dataset(path: Path) -> bool:
 def _read_log(path: Path, window: int | None, since: dt.datetime | None) -> list[dict[str, Any]]:
     import sqlite3
 
-    from cmi_cli.serving.store import read_predictions
+    from cmi_cli.monitoring.prediction_log import read_predictions
 
     try:
         records = read_predictions(path, window=window, since=since)

@@ -42,7 +42,7 @@ def predict_samples(
 def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: Any) -> Any:
     """Write the run's summary files from the best checkpoint and the history."""
     from cmi_cli.training.checkpoint import load_checkpoint
-    from cmi_cli.training.train import TrainResult
+    from cmi_cli.training.result import TrainResult
 
     history = list(_callback(trainer, "HistoryCallback").rows)
     ckpt_cb = _callback(trainer, "ModelCheckpoint")
@@ -88,7 +88,7 @@ def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: An
 def _save_reference(net: Any, lineage: dict[str, Any], run_dir: Path, dm: Any) -> Any:
     """Save the validation split's features as the model's drift reference (None on failure)."""
     from cmi_cli.errors import CmiError
-    from cmi_cli.monitoring.model_reference import save_run_reference
+    from cmi_cli.reference.run import save_run_reference
 
     try:
         return save_run_reference(net, lineage, run_dir, dm.root, dm.val_split, limit=dm.cfg.limit)

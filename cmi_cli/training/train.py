@@ -11,29 +11,18 @@ import datetime as dt
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from cmi_cli.errors import UsageError
+from cmi_cli.training.result import TrainResult
 from cmi_cli.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 RUN_NAME_ENV = "CMI_RUN_NAME"
-
-
-@dataclass
-class TrainResult:
-    """What a finished training run produced."""
-
-    run_dir: Path
-    best_ckpt: Path | None
-    last_ckpt: Path | None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    is_global_zero: bool = True
 
 
 @dataclass
