@@ -210,9 +210,7 @@ def onnx_lineage(
         dynamic: Whether batch, height and width are dynamic.
         project_root: Project whose git state is the exporting code's version.
     """
-    import torch
-
-    from cmi_cli.lineage import make_lineage
+    from cmi_cli.lineage import library_versions, make_lineage
 
     lineage = make_lineage(
         kind="onnx",
@@ -222,7 +220,8 @@ def onnx_lineage(
         config=ckpt_lineage.get("config", {}),
         data=ckpt_lineage.get("data", {}),
         metrics=ckpt_lineage.get("metrics"),
-        project_root=project_root,
+        # The checkpoint lies in the project: its git state, wherever the command runs from.
+        project_root=project_root or checkpoint,
         parent={
             "kind": "checkpoint",
             "path": str(checkpoint),
@@ -235,7 +234,7 @@ def onnx_lineage(
         "opset": opset,
         "dynamic_axes": dynamic_axes_spec() if dynamic else None,
         "exporter": EXPORTER,
-        "torch": torch.__version__,
+        "torch": library_versions()["torch"],
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
     }
