@@ -21,7 +21,8 @@ class BenchmarkRow:
     throughput: float | None = None  # images per second
     speedup: float | None = None  # against eager PyTorch fp32 at the same batch
     gflops_per_s: float | None = None
-    peak_pct: float | None = None
+    peak_pct: float | None = None  # of the measured GEMM peak of its own number format
+    peak_of: str = ""  # fp32 | int8
     gflops_per_image: float | None = None
     prepare_s: float | None = None
     runtime: str = ""
@@ -41,6 +42,7 @@ class BenchmarkResult:
     checkpoint: Path
     out_dir: Path
     files: list[Path] = field(default_factory=list)
+    headline: dict[str, Any] | None = None  # served default vs original MiniUNet, batch 1
 
     def below(self, min_miou: float) -> list[str]:
         """Formats whose mIoU is under ``min_miou``, or that failed."""

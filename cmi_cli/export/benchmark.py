@@ -1,16 +1,17 @@
 """``cmi benchmark``: every format of one model side by side, measured in one run.
 
-The story: check the checkpoint -> measure this CPU's float32 matmul peak -> build each format
-(:mod:`cmi_cli.export.bench_formats`) -> score each on the validation split -> time them all in
-interleaved rounds (after a warm-up of each), so a burst of load on a shared machine hits every
-format alike -> one row per format and batch size: status, size, mIoU, p50/p90 latency per
-image, throughput, speed-up over eager PyTorch, achieved GFLOP/s and share of the peak ->
+The story: check the checkpoint -> build each format (:mod:`cmi_cli.export.bench_formats`) ->
+score each on the validation split -> time them all, with this CPU's fp32 and int8 GEMM peaks
+(:mod:`cmi_cli.export.peaks`), in interleaved rounds (after a warm-up of each), so a burst of
+load on a shared machine hits every format and both peaks alike -> one row per format and batch
+size: status, size, mIoU, p50/p90 latency per image, throughput, speed-up over eager PyTorch,
+achieved GFLOP/s and share of the peak of its own number format -> the served default (int8
+ONNX) against the original project's MiniUNet in eager PyTorch at batch 1, as a ratio ->
 :mod:`cmi_cli.export.bench_report` writes CSV, JSON and Markdown.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Sequence
@@ -24,7 +25,12 @@ from cmi_cli.console import err_console, is_quiet
 from cmi_cli.errors import UsageError
 from cmi_cli.export.bench_formats import FORMATS, BuildContext, Candidate, build, failed
 from cmi_cli.export.bench_rows import BenchmarkResult, BenchmarkRow
+from cmi_cli.export.peaks import Kernel, Peak, gemm_kernels, peaks_from_rates, precision_of, rate
 from cmi_cli.export.timing import percentile, time_calls
+
+# The headline ratio: what `cmi serve` runs by default against the project it grew from.
+SERVED_DEFAULT = "onnx-int8"
+ORIGINAL = "baseline"
 
 
 @dataclass
@@ -77,24 +83,8 @@ def default_benchmark_dir(checkpoint: Path) -> Path:
     return folder / "benchmark"
 
 
-def matmul_peak_gflops(sizes: Sequence[int] = (1024, 2048), repeats: int = 10) -> float:
-    """Return this CPU's measured float32 matrix-multiply rate (GFLOP/s, best of all tries).
-
-    The best rather than the median: on a shared machine the fastest try is the closest to
-    what the hardware can do.
-    """
-    import torch
-
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        times = time_calls(functools.partial(torch.mm, a, b), repeats=repeats, warmup=1)
-        best = max(best, 2 * n**3 / min(times) / 1e9)
-    return best
-
-
-def machine_info(peak: float) -> dict[str, Any]:
-    """The facts a reader needs to compare numbers: CPU, threads, versions, load, peak."""
+def machine_info(peaks: dict[str, Peak]) -> dict[str, Any]:
+    """The facts a reader needs to compare numbers: CPU, threads, versions, load, peaks."""
     import platform
 
     import onnxruntime
@@ -119,7 +109,9 @@ def machine_info(peak: float) -> dict[str, Any]:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "torch_runtime": torch_runtime(),
-        "matmul_peak_gflops": round(peak, 1),
+        "matmul_peak_gflops": round(peaks["fp32"].gops, 1) if "fp32" in peaks else None,
+        "int8_peak_gops": round(peaks["int8"].gops, 1) if "int8" in peaks else None,
+        "peaks": {name: peak.to_dict() for name, peak in peaks.items()},
     }
 
 
@@ -148,9 +140,19 @@ def score(cand: Candidate, data_root: Path | None, batch_size: int) -> None:
 
 
 def time_interleaved(
-    cands: list[Candidate], batch: int, size: int, repeats: int, warmup: int
+    cands: list[Candidate],
+    batch: int,
+    size: int,
+    repeats: int,
+    warmup: int,
+    probes: dict[Kernel, Any] | None = None,
+    rates: dict[Kernel, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each runnable candidate, taking turns call by call."""
+    """Seconds per call of each runnable candidate, taking turns call by call.
+
+    ``probes`` (the peak GEMMs) take their turns in the same rounds, their rates appended to
+    ``rates``: a peak measured beside the formats meets the same load they do.
+    """
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     runnable = []
     for cand in cands:
@@ -167,13 +169,25 @@ def time_interleaved(
     for _ in range(repeats):
         for cand in runnable:
             times[cand.name] += time_calls(lambda c=cand: c.predict(x), repeats=1, warmup=0)  # type: ignore[misc]
+        for key, fn in (probes or {}).items():
+            seconds = time_calls(fn, repeats=1, warmup=0)[0]
+            if rates is not None:
+                rates.setdefault(key, []).append(rate(key, seconds))
     return times
 
 
 def make_rows(
-    cands: list[Candidate], batch: int, times: dict[str, list[float]], peak: float
+    cands: list[Candidate],
+    batch: int,
+    times: dict[str, list[float]],
+    peak: float | dict[str, float] | None = None,
 ) -> list[BenchmarkRow]:
-    """Turn timings into rows; the speed-up is against ``torch`` (else the first format)."""
+    """Turn timings into rows; the speed-up is against ``torch`` (else the first format).
+
+    ``peak`` is GOP/s by precision (``{"fp32": .., "int8": ..}``; one number for both): each
+    row's share is of the peak of the number format it computes in.
+    """
+    peaks = peak if isinstance(peak, dict) else {"fp32": peak, "int8": peak}
     p50 = {name: percentile(t, 50) / batch for name, t in times.items()}
     reference = p50.get("torch") or next(iter(p50.values()), None)
     rows = []
@@ -201,9 +215,34 @@ def make_rows(
             if cand.flops_per_image:
                 achieved = cand.flops_per_image / p50[cand.name] / 1e9
                 row.gflops_per_s = round(achieved, 2)
-                row.peak_pct = round(100 * achieved / peak, 1)
+                row.peak_of = precision_of(cand.name)
+                own_peak = peaks.get(row.peak_of)
+                if own_peak:
+                    row.peak_pct = round(100 * achieved / own_peak, 1)
         rows.append(row)
     return rows
+
+
+def served_vs_original(rows: list[BenchmarkRow], size: int) -> dict[str, Any] | None:
+    """The served default (int8 ONNX) against the original MiniUNet in eager PyTorch, batch 1.
+
+    Returns:
+        ``{served, original, batch, size, served_ms, original_ms, ratio}`` (ratio > 1: the
+        served model is faster), or None when either was not timed at batch 1.
+    """
+    at1 = {r.format: r.p50_ms for r in rows if r.batch == 1 and r.p50_ms}
+    served, original = at1.get(SERVED_DEFAULT), at1.get(ORIGINAL)
+    if served is None or original is None:
+        return None
+    return {
+        "served": SERVED_DEFAULT,
+        "original": "MiniUNet, eager PyTorch fp32",
+        "batch": 1,
+        "size": size,
+        "served_ms": served,
+        "original_ms": original,
+        "ratio": round(original / served, 2),
+    }
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -269,7 +308,6 @@ def benchmark_checkpoint(
 
         # The same thread budget for both runtimes, so speed-ups compare like with like.
         torch.set_num_threads(settings.threads)
-    peak = matmul_peak_gflops()
     cands: list[Candidate] = []
     rows: list[BenchmarkRow] = []
     with Progress(console=err_console(), transient=True, disable=is_quiet()) as progress:
@@ -281,23 +319,30 @@ def benchmark_checkpoint(
             score(cand, root, settings.eval_batch_size)
             cands.append(cand)
             progress.advance(task)
+        progress.update(task, description="peak GEMMs")
+        probes = gemm_kernels(settings.threads)
+        rates: dict[Kernel, list[float]] = {key: [] for key in probes}
         timing = progress.add_task("timing", total=len(settings.batches))
+        timed: list[tuple[int, dict[str, list[float]]]] = []
         for batch in settings.batches:
             progress.update(timing, description=f"timing batch {batch}")
-            times = time_interleaved(cands, batch, settings.size, settings.repeats, settings.warmup)
-            rows += make_rows(cands, batch, times, peak)
+            times = time_interleaved(
+                cands, batch, settings.size, settings.repeats, settings.warmup, probes, rates
+            )
+            timed.append((batch, times))
             progress.advance(timing)
-    # On a shared machine a burst of load can depress one measurement: keep the better one.
-    peak = max(peak, matmul_peak_gflops())
-    for row in rows:
-        if row.gflops_per_s is not None:
-            row.peak_pct = round(100 * row.gflops_per_s / peak, 1)
+    # The peaks pool every round of every batch: the median of what the machine gave while
+    # the formats ran, not the luckiest or unluckiest moment.
+    peaks = peaks_from_rates(rates, settings.threads)
+    for batch, times in timed:
+        rows += make_rows(cands, batch, times, {k: p.gops for k, p in peaks.items()})
     result = BenchmarkResult(
         rows=rows,
-        machine=machine_info(peak),
+        machine=machine_info(peaks),
         settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
         checkpoint=checkpoint,
         out_dir=out_dir,
+        headline=served_vs_original(rows, settings.size),
     )
     result.files = write_reports(result, out_dir)
     return result
