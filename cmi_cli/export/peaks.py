@@ -116,6 +116,7 @@ def _ort_gemm(n: int, precision: str, threads: int | None) -> Callable[[], Any]:
         providers=["CPUExecutionProvider"],
     )
     rng = np.random.default_rng(1)
+    a: np.ndarray
     if precision == "fp32":
         a = rng.standard_normal((n, n)).astype(np.float32)
     else:
