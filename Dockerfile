@@ -21,7 +21,7 @@ RUN groupadd --gid 10001 cmi \
 # ---- wheel: cmi-cli built once, installed by both images --------------------------------------
 FROM base AS wheel
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY configs/ configs/
 COPY cmi_cli/ cmi_cli/
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
