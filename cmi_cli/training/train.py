@@ -183,7 +183,7 @@ def build_trainer(
     ``extra_callbacks`` are appended to ours (a sweep adds its pruning callback this way).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from cmi_cli.training.callbacks import HistoryCallback
 
@@ -207,7 +207,9 @@ def build_trainer(
     if int(es.patience) > 0:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=int(es.patience)))
     if show_progress:
-        callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))
+        from cmi_cli.training.progress import progress_callback
+
+        callbacks.append(progress_callback())
     callbacks.extend(extra_callbacks or [])
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
