@@ -6,12 +6,11 @@ import json
 import subprocess
 import sys
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
 from cmi_cli import __version__
-from cmi_cli.cli.app import CmiGroup, app, reflow
+from cmi_cli.cli.app import app, reflow
 
 runner = CliRunner()
 
@@ -157,3 +156,30 @@ def test_real_subprocess_error_exit_code(tmp_path) -> None:
     assert proc.returncode == 1
     assert "no such file or folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+
+    def walk(group: object, prefix: list[str]) -> None:
+        for name, cmd in getattr(group, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(cmd, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_no_help_labels_a_flag_with_a_type() -> None:
+    for path in _all_command_paths():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "160"})
+        assert result.exit_code == 0, path
+        assert "<bool>" not in result.output, f"cmi {' '.join(path)} --help"
+
+
+def test_info_help_says_what_it_describes() -> None:
+    result = runner.invoke(app, ["info", "--help"], env={"COLUMNS": "160"})
+    for kind in ("dataset", "checkpoint", "ONNX"):
+        assert kind in result.output
+    assert "later" not in result.output

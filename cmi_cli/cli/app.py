@@ -6,12 +6,23 @@ import inspect
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from cmi_cli import __version__
 from cmi_cli.cli import data
 from cmi_cli.console import err_console, is_verbose, setup_logging
 from cmi_cli.errors import CmiError
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """No type label for an on/off flag: ``--json`` takes no value, so ``<bool>`` misleads."""
+    return None if self.is_flag else _typer_display_type(self, ctx)
+
+
+# Typer's rich help labels every option with its type, flags included (``--json <bool>``);
+# its one hook for that label is this method, so flags get none.
+_typer_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 class CmiGroup(TyperGroup):

@@ -82,12 +82,20 @@ def quickstart(
 
 
 def info_cmd(
-    path: Annotated[Path, typer.Argument(help="A dataset folder (later: checkpoint, ONNX file).")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A dataset folder, a checkpoint (.ckpt) or an ONNX model (.onnx)."),
+    ],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print JSON instead of a table.")
     ] = False,
 ) -> None:
-    """Print what is known of a dataset or artifact: sizes, classes, versions, lineage."""
+    """Print what a dataset, checkpoint or ONNX model says of itself, with its lineage.
+
+    A dataset: layout, images per split, class count and DVC version. A checkpoint or ONNX
+    model (int8 included): its lineage (classes, preprocessing, data version, code version and
+    commit, metrics), size and cost, and for ONNX the graph and its validation checks.
+    """
     import json
 
     from cmi_cli.info import describe, render_description
