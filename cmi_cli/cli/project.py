@@ -64,8 +64,22 @@ def quickstart(
             help="Training override over params.yaml, e.g. -o trainer.max_epochs=5 (repeatable).",
         ),
     ] = None,
+    step: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--step",
+            help="Run only this step again (repeatable): init, data-pull, validate, stats, "
+            "train, evaluate, export, quantize, drift-check, benchmark. Earlier steps' "
+            "artifacts come from the project's latest run.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole pipeline on the embedded sample and print a summary."""
+    """Run the whole pipeline on the embedded sample and print a summary.
+
+    The steps, in order: init (git + DVC project with the sample), data pull, validate, stats,
+    train, evaluate (test split), export onnx, quantize (int8), drift-check, benchmark. An
+    existing project is reused; it stops at the first failing step and exits 1.
+    """
     from cmi_cli.quickstart import render_quickstart, run_quickstart
 
     result = run_quickstart(
@@ -75,6 +89,7 @@ def quickstart(
         seed=seed,
         show_progress=not is_quiet(),
         overrides=list(override or []),
+        only=list(step or []) or None,
     )
     render_quickstart(result, out_console())
     if not result.ok:
