@@ -5,16 +5,19 @@ reaches here: fp32 rows against an fp32 GEMM, int8 rows against a u8s8 int8 GEMM
 (``MatMulInteger``, the kernel family ONNX Runtime's quantized convolutions use), both run
 through ONNX Runtime with the thread count the benchmark uses (and the fp32 one also through
 torch, whose eager rows use its own GEMM). Each kernel is timed call by call in interleaved
-rounds, so a burst of load on a shared machine hits every kernel alike; the peak is the median
-round of the best matrix size, and the spread of those rounds is reported with it.
+rounds, so a burst of load on a shared machine hits every kernel alike, and each sample repeats
+its GEMM for at least :data:`MIN_SAMPLE_S` so that it meets the load as a format's call does;
+the peak is the median round of the best matrix size, and the spread of those rounds is
+reported with it.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from cmi_cli.export.timing import time_calls
 
 SIZES = (512, 1024)
 ROUNDS = 9
+MIN_SAMPLE_S = 0.2
 
 
 @dataclass
@@ -131,34 +135,66 @@ def _torch_gemm(n: int) -> Callable[[], Any]:
     return lambda: torch.mm(a, b)
 
 
-Kernel = tuple[str, str, int]  # (precision, what runs, matrix size)
+class Kernel(NamedTuple):
+    """One timed GEMM: its precision, what runs it, the matrix size, and calls per sample."""
+
+    precision: str
+    what: str
+    n: int
+    calls: int = 1
+
+
+def _calls_for(fn: Callable[[], Any], min_sample_s: float) -> int:
+    """How many calls make one sample last ``min_sample_s``.
+
+    A peak sample as long as a format's call meets the machine's load the way that call
+    does: on a busy machine a few-millisecond GEMM is either lucky (a whole time slice) or
+    waits for one, and its median says little about what a long call gets.
+    """
+    seconds = min(time_calls(fn, repeats=2, warmup=0))
+    return max(1, math.ceil(min_sample_s / max(seconds, 1e-6)))
+
+
+def _repeated(fn: Callable[[], Any], calls: int) -> Callable[[], Any]:
+    def run() -> None:
+        for _ in range(calls):
+            fn()
+
+    return run
 
 
 def gemm_kernels(
-    threads: int | None = None, sizes: Sequence[int] = SIZES, with_torch: bool = True
+    threads: int | None = None,
+    sizes: Sequence[int] = SIZES,
+    with_torch: bool = True,
+    min_sample_s: float = MIN_SAMPLE_S,
 ) -> dict[Kernel, Callable[[], Any]]:
-    """Return the GEMM calls whose rates are the peaks, each warmed up once.
+    """Return the GEMM samples whose rates are the peaks, each warmed up once.
 
     Args:
         threads: ONNX Runtime intra-op threads, as the benchmarked sessions use (None: ORT's
             default); torch runs with its current thread count.
         sizes: Matrix sizes to try; the best median counts.
         with_torch: Also time ``torch.mm`` for the fp32 peak (eager rows use it).
+        min_sample_s: Each sample repeats its GEMM to last at least this long.
     """
-    kernels: dict[Kernel, Callable[[], Any]] = {}
+    single: dict[tuple[str, str, int], Callable[[], Any]] = {}
     for n in sizes:
-        kernels["fp32", "ONNX Runtime MatMul", n] = _ort_gemm(n, "fp32", threads)
-        kernels["int8", "ONNX Runtime MatMulInteger u8s8", n] = _ort_gemm(n, "int8", threads)
+        single["fp32", "ONNX Runtime MatMul", n] = _ort_gemm(n, "fp32", threads)
+        single["int8", "ONNX Runtime MatMulInteger u8s8", n] = _ort_gemm(n, "int8", threads)
         if with_torch:
-            kernels["fp32", "torch.mm", n] = _torch_gemm(n)
-    for fn in kernels.values():
+            single["fp32", "torch.mm", n] = _torch_gemm(n)
+    kernels: dict[Kernel, Callable[[], Any]] = {}
+    for (precision, what, n), fn in single.items():
         time_calls(fn, repeats=0, warmup=1)
+        calls = _calls_for(fn, min_sample_s)
+        kernels[Kernel(precision, what, n, calls)] = _repeated(fn, calls)
     return kernels
 
 
 def rate(kernel: Kernel, seconds: float) -> float:
-    """GOP/s of one call of a GEMM kernel (2 n^3 operations) that took ``seconds``."""
-    return 2 * kernel[2] ** 3 / seconds / 1e9
+    """GOP/s of one sample of a GEMM kernel (``calls`` x 2 n^3 operations) in ``seconds``."""
+    return kernel.calls * 2 * kernel.n**3 / seconds / 1e9
 
 
 def peaks_from_rates(rates: dict[Kernel, list[float]], threads: int | None) -> dict[str, Peak]:
@@ -166,7 +202,7 @@ def peaks_from_rates(rates: dict[Kernel, list[float]], threads: int | None) -> d
     thread_note = f"{threads} threads" if threads else "ORT default threads"
     peaks: dict[str, Peak] = {}
     for precision in ("fp32", "int8"):
-        mine = {k: v for k, v in rates.items() if k[0] == precision and v}
+        mine = {k: v for k, v in rates.items() if k.precision == precision and v}
         if not mine:
             continue
         best = max(mine, key=lambda k: statistics.median(mine[k]))
@@ -177,7 +213,7 @@ def peaks_from_rates(rates: dict[Kernel, list[float]], threads: int | None) -> d
             low=min(samples),
             high=max(samples),
             rounds=len(samples),
-            kernel=f"{best[1]} n={best[2]}, {thread_note}",
+            kernel=f"{best.what} n={best.n} x{best.calls} per sample, {thread_note}",
             samples=samples,
         )
     return peaks
