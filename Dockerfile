@@ -24,7 +24,7 @@ RUN groupadd --gid 10001 cmi \
 # change rebuilds the wheel and the last layer of each image, never the dependencies.
 FROM base AS wheel
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY configs/ configs/
 COPY cmi_cli/ cmi_cli/
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -5,8 +5,11 @@
 Exports the checkpoint to ONNX, then times, interleaved and after warm-up, at batch 1 and 8:
 eager PyTorch in NCHW and channels_last with 1 and all threads; ONNX Runtime at each graph
 optimisation level; static int8 with uint8 and int8 activations (int8 weights), per-tensor
-and per-channel; dynamic int8. Prints median milliseconds per image and ratios, and writes
-``optimise.json``. Run it from the project folder (the data path in the lineage is relative).
+and per-channel; dynamic int8; and the original project's MiniUNet in eager PyTorch. Prints
+median milliseconds per image and ratios, the served default (static u8s8 int8 ONNX) against
+MiniUNet at batch 1, the fp32 and int8 GEMM peaks (median and spread of interleaved rounds)
+with each ONNX row's share of its own format's peak, and writes ``optimise.json``. Run it from
+the project folder (the data path in the lineage is relative).
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ def main() -> None:
 
     from cmi_cli.export.onnx_export import export_onnx
     from cmi_cli.export.ort_predict import OnnxPredictor
+    from cmi_cli.export.peaks import measure_peaks, precision_of
     from cmi_cli.export.quantize import QuantizeSettings, quantize_onnx
+    from cmi_cli.export.timing import torch_forward
+    from cmi_cli.models.complexity import count_flops
+    from cmi_cli.models.registry import build_model
     from cmi_cli.training.checkpoint import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,6 +77,10 @@ def main() -> None:
                 return model(torch.from_numpy(x).contiguous(memory_format=fmt))
 
         runs[f"torch {layout}"] = eager
+    # The original project's model, as it ran: eager PyTorch fp32 (fresh weights: speed only).
+    trained, lineage = load_model(args.checkpoint)
+    original = build_model("mini_unet", int(lineage["num_classes"])).eval()
+    runs["torch mini_unet (original)"] = torch_forward(original)
     for level in ("disable", "basic", "extended", "all"):
         runs[f"ort fp32 {level}"] = OnnxPredictor(fp32, graph_optimization_level=level).predict
     for name, path in quantized.items():
@@ -102,8 +113,32 @@ def main() -> None:
             f"{key:34} {r['batch1']:9.2f} {r['batch8']:9.2f} "
             f"{base['batch1'] / r['batch1']:10.2f}x {base['batch8'] / r['batch8']:10.2f}x"
         )
+    served = results["ort int8 u8s8"]["batch1"]
+    first = results[f"torch mini_unet (original) ({all_threads} thr)"]["batch1"]
+    ratio = first / served
+    print(
+        f"\nserved default (int8 ONNX, u8s8) vs the original MiniUNet in eager PyTorch at "
+        f"{args.size}x{args.size}, batch 1: {served:.2f} vs {first:.2f} ms = {ratio:.2f}x"
+    )
+    peaks = measure_peaks()  # ONNX Runtime's default threads, as the sessions above
+    flops = count_flops(trained, (1, 3, args.size, args.size))
+    for peak in peaks.values():
+        print(f"{peak.precision} GEMM peak {peak.describe()}")
+    shares = {}
+    for key, r in results.items():
+        if key.startswith("ort"):
+            peak = peaks[precision_of(key)]
+            shares[key] = round(100 * flops / (r["batch1"] / 1000) / 1e9 / peak.gops, 1)
+            print(f"{key:34} {shares[key]:5.1f}% of the {peak.precision} peak (batch 1)")
     sizes = {p.name: round(p.stat().st_size / 1e6, 3) for p in [fp32, *quantized.values()]}
-    record = {"size": args.size, "ms_per_image": results, "file_mb": sizes}
+    record = {
+        "size": args.size,
+        "ms_per_image": results,
+        "file_mb": sizes,
+        "served_vs_miniunet_batch1": round(ratio, 2),
+        "peaks": {k: p.to_dict() for k, p in peaks.items()},
+        "peak_pct_batch1": shares,
+    }
     (args.out / "optimise.json").write_text(json.dumps(record, indent=2))
     print(f"sizes MB: {sizes}")
 

@@ -62,10 +62,23 @@ def load_class_names(root: Path | None = None) -> list[str]:
 
 
 def class_colors(num_classes: int = NUM_CLASSES) -> list[tuple[int, int, int]]:
-    """Return one distinct RGB colour per class; background is black.
+    """Return one RGB colour per class: background black, then :data:`cmi_cli.palette.PALETTE`.
 
-    Hues step by the golden ratio so neighbouring ids get far-apart colours, and the
-    result is the same on every machine (web page, plots and overlays agree).
+    The 104 colours are as far apart as sRGB allows (smallest CIEDE2000 difference 11.4); the
+    web page, plots, masks and overlays all take them from here. A dataset with more classes
+    gets stepped hues (:func:`hue_colors`) past the table.
+    """
+    from cmi_cli.palette import PALETTE, hex_to_rgb
+
+    colors = [hex_to_rgb(c) for c in PALETTE[:num_classes]]
+    return colors + hue_colors(num_classes)[len(colors) :]
+
+
+def hue_colors(num_classes: int) -> list[tuple[int, int, int]]:
+    """Return colours by golden-ratio hue steps; background black.
+
+    Deterministic and unbounded, but neighbours in colour space are close: the class palette
+    uses it only past its table; the synthetic sample's food tints come from it.
     """
     colors = [(0, 0, 0)]
     for i in range(1, num_classes):

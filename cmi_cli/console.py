@@ -7,13 +7,39 @@ Messages go to stderr through a rich console so that stdout stays clean for data
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import os
+import sys
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 _state = {"verbose": False, "quiet": False}
 _consoles: dict[str, Console] = {}
+# ``plain`` or ``live`` forces the progress style; by default it follows the stream.
+PROGRESS_ENV = "CMI_PROGRESS"
+
+
+def is_interactive(stream: IO[str] | None = None) -> bool:
+    """Whether live progress (redrawn bars) suits ``stream`` (default stderr).
+
+    Only a real terminal redraws: in CI, ``> log``, Cloud Run or Vertex AI a bar's carriage
+    returns and escape codes become noise, so progress prints plain periodic lines instead.
+    ``FORCE_COLOR`` (set by many CI systems) does not count; ``CMI_PROGRESS=plain|live`` decides.
+    """
+    forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if forced in ("plain", "live"):
+        return forced == "live"
+    stream = stream if stream is not None else sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+def _terminal_setting(stream: IO[str]) -> bool | None:
+    # None lets rich detect a terminal; False stops FORCE_COLOR & co. turning a pipe into one.
+    return None if is_interactive(stream) else False
 
 
 def err_console() -> Console:
@@ -21,7 +47,9 @@ def err_console() -> Console:
     if "err" not in _consoles:
         from rich.console import Console
 
-        _consoles["err"] = Console(stderr=True, highlight=False)
+        _consoles["err"] = Console(
+            stderr=True, highlight=False, force_terminal=_terminal_setting(sys.stderr)
+        )
     return _consoles["err"]
 
 
@@ -30,7 +58,7 @@ def out_console() -> Console:
     if "out" not in _consoles:
         from rich.console import Console
 
-        _consoles["out"] = Console(highlight=False)
+        _consoles["out"] = Console(highlight=False, force_terminal=_terminal_setting(sys.stdout))
     return _consoles["out"]
 
 

@@ -127,6 +127,8 @@ def describe_onnx(path: Path) -> dict[str, Any]:
         **_provenance(lineage),
         "parent": {k: v for k, v in lineage.get("parent", {}).items() if k != "code"},
         "export": _export_summary(lineage.get("export", {})),
+        # A derived model (int8) records its own checks against its parent at the top level.
+        **({"validation": _own_checks(lineage["validation"])} if lineage.get("validation") else {}),
         "config": lineage.get("config"),
     }
 
@@ -144,6 +146,15 @@ def _zoo_fields(model: dict[str, Any]) -> dict[str, Any]:
         "architecture": model.get("architecture"),
         "encoder": model.get("encoder"),
         "weights": source,
+    }
+
+
+def _own_checks(validation: dict[str, Any]) -> dict[str, Any]:
+    checks = validation.get("checks", {})
+    passed = sum(status == "pass" for status in checks.values())
+    return {
+        "checks_passed": f"{passed} of {len(checks)}",
+        **{k: v for k, v in validation.items() if k != "checks"},
     }
 
 

@@ -7,6 +7,7 @@ A record is a plain JSON-able dict so that it can live inside a checkpoint that 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -47,21 +48,53 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
+# The libraries whose version changes what an artifact holds; read from the installed
+# distributions (not ``torch.__version__``, which adds a local tag such as ``+cpu``) so that
+# every record of one run names the same strings, with or without the library imported.
+VERSIONED = ("torch", "onnx", "onnxruntime")
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str | None]:
+    """Return the installed versions of :data:`VERSIONED` (None where not installed).
+
+    Every record names versions through this one function, so the records of one run agree.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:  # the serving image has no torch
+            found[name] = None
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def package_commit() -> str | None:
+    """The git commit of cmi-cli's own source when it runs from a checkout, else None."""
+    return git_state(Path(__file__).resolve().parent)["commit"]
+
+
 def code_version(project_root: Path | None = None) -> dict[str, Any]:
     """Return the versions of the code that makes an artifact.
 
-    ``package`` is cmi-cli's own version; ``git_*`` describe the project (the work tree the
-    command runs in), which holds the configs and data pointers.
+    ``package`` (and ``package_commit`` from a source checkout) is cmi-cli's own code;
+    ``git_*`` describe the project holding ``project_root`` (a folder or any file in it, such
+    as the artifact's parent), which holds the configs and data pointers.
     """
     import sys
 
     state = git_state(project_root)
     return {
         "package": f"cmi-cli {__version__}",
+        "package_commit": package_commit(),
         "git_commit": state["commit"],
         "git_dirty": state["dirty"],
         "python": sys.version.split()[0],
         "platform": platform.platform(terse=True),
+        "torch": library_versions()["torch"],
     }
 
 
@@ -95,12 +128,6 @@ def make_lineage(
         project_root: The project whose git state is recorded.
         parent: The lineage or identity of the artifact this one was derived from.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        torch_version = version("torch")
-    except PackageNotFoundError:  # the serving image has no torch
-        torch_version = None
     record: dict[str, Any] = {
         "format": LINEAGE_FORMAT,
         "kind": kind,
@@ -111,7 +138,7 @@ def make_lineage(
         "model": model,
         "config": config,
         "data": data,
-        "code": {**code_version(project_root), "torch": torch_version},
+        "code": code_version(project_root),
         "metrics": metrics or {},
     }
     if parent is not None:

@@ -1,15 +1,19 @@
 """``cmi quickstart``: the whole chain on the embedded sample, one step after another.
 
-Each step calls the same domain function as its own command, so the quickstart is also the
-integration test of the pipeline. Later stages (train, export, serve, ...) append steps here.
+Each step is a small function of the same name (``step_train``, ``step_export``, ...) that calls
+the same domain function as its own command, so the quickstart is also the integration test of
+the pipeline. :data:`STEPS` lists the chain in order; ``cmi quickstart --step export`` (or
+``run_quickstart(dir, only=["export"])``) runs one step again alone, taking the earlier steps'
+artifacts from the project's latest run.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,232 @@ def _run_step(result: QuickstartResult, name: str, fn: Callable[[], str]) -> boo
     return ok
 
 
+@dataclass
+class Quickstart:
+    """What every step reads: the project, the sample's settings, and the results so far.
+
+    A step that needs an earlier step's artifact (the checkpoint, the ONNX model) finds it in
+    ``result.artifacts`` or, when run alone, in the project's latest run (:meth:`artifact`).
+    """
+
+    directory: Path
+    images: int = SAMPLE_IMAGES
+    size: int = 256
+    seed: int = 0
+    show_progress: bool = True
+    overrides: list[str] = field(default_factory=list)
+    result: QuickstartResult = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory).resolve()
+        self.result = QuickstartResult(root=self.directory)
+
+    @property
+    def data_root(self) -> Path:
+        """The project's sample dataset."""
+        return self.directory / "data" / "foodseg103"
+
+    def artifact(self, name: str) -> Any:
+        """An earlier step's output: this run's, else the project's latest run's.
+
+        Raises:
+            CmiError: If no earlier run of the quickstart left it.
+        """
+        from cmi_cli.export.onnx_export import default_onnx_path
+        from cmi_cli.export.quantize import default_int8_path
+
+        if name in self.result.artifacts:
+            return self.result.artifacts[name]
+        found = sorted(
+            (self.directory / "runs").glob("*/checkpoints/best.ckpt"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if found:
+            ckpt = found[-1]
+            candidates = {
+                "checkpoint": ckpt,
+                "run": ckpt.parent.parent,
+                "onnx": default_onnx_path(ckpt),
+                "int8": default_int8_path(default_onnx_path(ckpt)),
+            }
+            path = candidates.get(name)
+            if path is not None and path.exists():
+                self.result.artifacts[name] = path
+                return path
+        raise CmiError(
+            f"no {name} in {self.directory} yet",
+            hint="Run the steps before it first: cmi quickstart (without --step)",
+        )
+
+
+def step_init(qs: Quickstart) -> str:
+    """A git + DVC project with the sample tracked (an existing project is reused)."""
+    from cmi_cli.project import init_project
+
+    if (qs.directory / ".dvc").is_dir():
+        return "reused the existing project"
+    res = init_project(
+        qs.directory,
+        sample_images=qs.images,
+        sample_size=qs.size,
+        seed=qs.seed,
+        show_progress=qs.show_progress,
+    )
+    return f"git + DVC project, sample md5 {res.data_version}, remote {res.remote_url}"
+
+
+def step_pull(qs: Quickstart) -> str:
+    """``cmi data pull``: the tracked data from the DVC remote."""
+    from cmi_cli.data import versioning
+
+    return versioning.pull(None, cwd=qs.directory).summary()
+
+
+def step_validate(qs: Quickstart) -> str:
+    """``cmi data validate``: every image/mask pair readable and consistent."""
+    from cmi_cli.data.validate import validate_dataset
+
+    report = validate_dataset(qs.data_root, show_progress=qs.show_progress)
+    checked = sum(report.checked.values())
+    if not report.ok:
+        raise CmiError(f"{len(report.problems)} problems in {checked} pairs")
+    return f"{checked} pairs, no problems"
+
+
+def step_stats(qs: Quickstart) -> str:
+    """``cmi data stats``: class shares, as JSON and a chart."""
+    from cmi_cli.data.stats import compute_stats, write_class_share_plot
+    from cmi_cli.utils.files import atomic_write_text
+
+    # Not reports/data: that is the pipeline's stats output, which DVC owns.
+    out = qs.directory / "reports" / "quickstart"
+    st = compute_stats(qs.data_root, show_progress=qs.show_progress)
+    atomic_write_text(out / "stats.json", json.dumps(st.to_dict(), indent=2))
+    png = write_class_share_plot(st, out / "class_shares.png")
+    present = sum(1 for share in st.shares().values() if share > 0)
+    return f"{present} classes present; chart {png.relative_to(qs.directory)}"
+
+
+def step_train(qs: Quickstart) -> str:
+    """``cmi train`` with the project's params.yaml and the overrides."""
+    from cmi_cli.config import compose_train_config
+    from cmi_cli.training.train import train as train_model
+
+    cfg = compose_train_config(
+        list(qs.overrides), config_file=qs.directory / "params.yaml", project_root=qs.directory
+    )
+    run = train_model(cfg, project_root=qs.directory, show_progress=qs.show_progress)
+    if run.best_ckpt is None:
+        raise CmiError("training wrote no checkpoint")
+    qs.result.artifacts["run"] = run.run_dir
+    qs.result.artifacts["checkpoint"] = run.best_ckpt
+    best = run.metrics.get("best", {})
+    return (
+        f"{run.metrics.get('epochs_run')} epochs, best validation mIoU (carved from train) "
+        f"{_fmt(best.get('val/miou'))} (epoch {run.metrics.get('best_epoch')}), "
+        f"{run.run_dir.relative_to(qs.directory)}"
+    )
+
+
+def step_evaluate(qs: Quickstart) -> str:
+    """``cmi evaluate`` of the best checkpoint on the test split."""
+    from cmi_cli.training.evaluate import default_eval_json, evaluate_checkpoint
+    from cmi_cli.utils.files import atomic_write_text
+
+    ckpt = qs.artifact("checkpoint")
+    ev = evaluate_checkpoint(ckpt, data_root=qs.data_root, split="test")
+    out = default_eval_json(ckpt, ev.split)
+    atomic_write_text(out, json.dumps(ev.to_dict(), indent=2))
+    qs.result.metrics.update(
+        miou=ev.scores.miou,
+        pixel_accuracy=ev.scores.pixel_accuracy,
+        mean_class_accuracy=ev.scores.mean_class_accuracy,
+    )
+    return (
+        f"test mIoU {_fmt(ev.scores.miou)}, pixel accuracy "
+        f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} held-out images "
+        "at their own size"
+    )
+
+
+def step_export(qs: Quickstart) -> str:
+    """``cmi export onnx``, validated against PyTorch."""
+    from cmi_cli.export.onnx_export import export_onnx
+
+    exported = export_onnx(qs.artifact("checkpoint"), data_root=qs.data_root)
+    qs.result.artifacts["onnx"] = exported.path
+    return (
+        f"{exported.path.relative_to(qs.directory)} ({exported.size_bytes / 1e6:.1f} MB), "
+        f"max |diff| vs PyTorch {exported.report.max_abs_diff:.1e}"
+    )
+
+
+def step_quantize(qs: Quickstart) -> str:
+    """``cmi quantize``: static int8 with its accuracy delta."""
+    from cmi_cli.export.quantize import quantize_onnx
+
+    quant = quantize_onnx(qs.artifact("onnx"), calib_data=qs.data_root, data_root=qs.data_root)
+    qs.result.artifacts["int8"] = quant.path
+    verdict = "kept" if quant.accepted else "REJECTED (mIoU drop over the limit)"
+    return (
+        f"{quant.path.relative_to(qs.directory)}: {verdict}; mIoU {quant.fp32.miou:.3f} -> "
+        f"{quant.int8.miou:.3f}, {quant.fp32.size_mb / max(quant.int8.size_mb, 1e-9):.1f}x "
+        f"smaller, pixel agreement {quant.pixel_agreement:.3f}"
+    )
+
+
+def step_drift(qs: Quickstart) -> str:
+    """``cmi drift-check`` of the test split against the run's reference."""
+    from cmi_cli.monitoring.sources import drift_check
+
+    # The sample's test split against the trained model's reference: the same distribution,
+    # so a working monitor reports (almost) no drift here.
+    res, paths = drift_check(
+        qs.artifact("run"),
+        str(qs.data_root),
+        split="test",
+        min_samples=min(10, _test_count(qs.data_root)),
+        out_dir=qs.directory / "reports" / "drift",
+    )
+    qs.result.metrics["drift_share"] = res.share
+    report = paths["report.html"].relative_to(qs.directory)
+    return (
+        f"{len(res.drifted_features)} of {len(res.features)} features drifted "
+        f"(share {res.share:.2f}); {report}"
+    )
+
+
+def step_benchmark(qs: Quickstart) -> str:
+    """``cmi benchmark`` of torch, ONNX and int8 at batch 1."""
+    from cmi_cli.export.benchmark import BenchmarkSettings, benchmark_checkpoint
+
+    ckpt = qs.artifact("checkpoint")
+    size = int(_preprocessing(ckpt)["image_size"])
+    settings = BenchmarkSettings(
+        formats=("torch", "onnx", "onnx-int8"), batches=(1,), size=size, repeats=5
+    )
+    bench = benchmark_checkpoint(ckpt, settings, data_root=qs.data_root)
+    qs.result.artifacts["benchmark"] = bench
+    fastest = min(bench.rows, key=lambda r: r.p50_ms if r.p50_ms is not None else 1e9)
+    return f"fastest: {fastest.format} ({fastest.p50_ms:.1f} ms/image at {size}px)"
+
+
+# The chain, in order: (name, step). `cmi quickstart --step NAME` runs one again alone.
+STEPS: tuple[tuple[str, Callable[[Quickstart], str]], ...] = (
+    ("init", step_init),
+    ("data pull", step_pull),
+    ("validate", step_validate),
+    ("stats", step_stats),
+    ("train", step_train),
+    ("evaluate", step_evaluate),
+    ("export onnx", step_export),
+    ("quantize", step_quantize),
+    ("drift-check", step_drift),
+    ("benchmark", step_benchmark),
+)
+STEP_NAMES = tuple(name for name, _ in STEPS)
+
+
 def run_quickstart(
     directory: Path,
     images: int = SAMPLE_IMAGES,
@@ -64,11 +294,12 @@ def run_quickstart(
     seed: int = 0,
     show_progress: bool = True,
     overrides: list[str] | None = None,
+    only: Sequence[str] | None = None,
 ) -> QuickstartResult:
-    """Run init, data pull, validate, stats, train and evaluate on the sample in ``directory``.
+    """Run the :data:`STEPS` on the sample in ``directory``, stopping at the first failure.
 
     An existing cmi project in ``directory`` is reused rather than re-initialised, so the
-    quickstart can be run again after a change.
+    quickstart can be run again after a change, in whole or step by step.
 
     Args:
         directory: Project folder, created when missing.
@@ -77,157 +308,31 @@ def run_quickstart(
         seed: Seed of the sample.
         show_progress: Show progress bars.
         overrides: Training overrides on top of the project's ``params.yaml``.
+        only: Run just these steps (names of :data:`STEPS`, e.g. ``["export onnx"]``), reading
+            earlier steps' artifacts from the project's latest run.
 
     Returns:
-        The steps with their timings; stops at the first failing step.
+        The steps with their timings.
+
+    Raises:
+        UsageError: If ``only`` names an unknown step.
     """
-    from cmi_cli.data import versioning
-    from cmi_cli.data.stats import compute_stats, write_class_share_plot
-    from cmi_cli.data.validate import validate_dataset
-    from cmi_cli.project import init_project
-    from cmi_cli.utils.files import atomic_write_text
-
-    directory = Path(directory).resolve()
-    result = QuickstartResult(root=directory)
-    data_root = directory / "data" / "foodseg103"
-
-    def init() -> str:
-        if (directory / ".dvc").is_dir():
-            return "reused the existing project"
-        res = init_project(
-            directory,
-            sample_images=images,
-            sample_size=size,
-            seed=seed,
-            show_progress=show_progress,
-        )
-        return f"git + DVC project, sample md5 {res.data_version}, remote {res.remote_url}"
-
-    def pull() -> str:
-        return versioning.pull(None, cwd=directory).summary()
-
-    def validate() -> str:
-        report = validate_dataset(data_root, show_progress=show_progress)
-        checked = sum(report.checked.values())
-        if not report.ok:
-            raise CmiError(f"{len(report.problems)} problems in {checked} pairs")
-        return f"{checked} pairs, no problems"
-
-    def stats() -> str:
-        # Not reports/data: that is the pipeline's stats output, which DVC owns.
-        out = directory / "reports" / "quickstart"
-        st = compute_stats(data_root, show_progress=show_progress)
-        atomic_write_text(out / "stats.json", json.dumps(st.to_dict(), indent=2))
-        png = write_class_share_plot(st, out / "class_shares.png")
-        present = sum(1 for share in st.shares().values() if share > 0)
-        return f"{present} classes present; chart {png.relative_to(directory)}"
-
-    def train() -> str:
-        from cmi_cli.config import compose_train_config
-        from cmi_cli.training.train import train as train_model
-
-        cfg = compose_train_config(
-            list(overrides or []), config_file=directory / "params.yaml", project_root=directory
-        )
-        run = train_model(cfg, project_root=directory, show_progress=show_progress)
-        if run.best_ckpt is None:
-            raise CmiError("training wrote no checkpoint")
-        result.artifacts["run"] = run.run_dir
-        result.artifacts["checkpoint"] = run.best_ckpt
-        best = run.metrics.get("best", {})
-        return (
-            f"{run.metrics.get('epochs_run')} epochs, best validation mIoU (carved from train) "
-            f"{_fmt(best.get('val/miou'))} (epoch {run.metrics.get('best_epoch')}), "
-            f"{run.run_dir.relative_to(directory)}"
-        )
-
-    def evaluate() -> str:
-        from cmi_cli.training.evaluate import default_eval_json, evaluate_checkpoint
-
-        ckpt = result.artifacts["checkpoint"]
-        ev = evaluate_checkpoint(ckpt, data_root=data_root, split="test")
-        out = default_eval_json(ckpt, ev.split)
-        atomic_write_text(out, json.dumps(ev.to_dict(), indent=2))
-        result.metrics.update(
-            miou=ev.scores.miou,
-            pixel_accuracy=ev.scores.pixel_accuracy,
-            mean_class_accuracy=ev.scores.mean_class_accuracy,
-        )
-        return (
-            f"test mIoU {_fmt(ev.scores.miou)}, pixel accuracy "
-            f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} held-out images "
-            "at their own size"
-        )
-
-    def export() -> str:
-        from cmi_cli.export.onnx_export import export_onnx
-
-        exported = export_onnx(result.artifacts["checkpoint"], data_root=data_root)
-        result.artifacts["onnx"] = exported.path
-        return (
-            f"{exported.path.relative_to(directory)} ({exported.size_bytes / 1e6:.1f} MB), "
-            f"max |diff| vs PyTorch {exported.report.max_abs_diff:.1e}"
-        )
-
-    def quantize() -> str:
-        from cmi_cli.export.quantize import quantize_onnx
-
-        quant = quantize_onnx(result.artifacts["onnx"], calib_data=data_root, data_root=data_root)
-        result.artifacts["int8"] = quant.path
-        verdict = "kept" if quant.accepted else "REJECTED (mIoU drop over the limit)"
-        return (
-            f"{quant.path.relative_to(directory)}: {verdict}; mIoU {quant.fp32.miou:.3f} -> "
-            f"{quant.int8.miou:.3f}, {quant.fp32.size_mb / max(quant.int8.size_mb, 1e-9):.1f}x "
-            f"smaller, pixel agreement {quant.pixel_agreement:.3f}"
-        )
-
-    def drift() -> str:
-        from cmi_cli.monitoring.sources import drift_check
-
-        # The sample's test split against the trained model's reference: the same distribution,
-        # so a working monitor reports (almost) no drift here.
-        res, paths = drift_check(
-            result.artifacts["run"],
-            str(data_root),
-            split="test",
-            min_samples=min(10, _test_count(data_root)),
-            out_dir=directory / "reports" / "drift",
-        )
-        result.metrics["drift_share"] = res.share
-        report = paths["report.html"].relative_to(directory)
-        return (
-            f"{len(res.drifted_features)} of {len(res.features)} features drifted "
-            f"(share {res.share:.2f}); {report}"
-        )
-
-    def benchmark() -> str:
-        from cmi_cli.export.benchmark import BenchmarkSettings, benchmark_checkpoint
-
-        size = int(_preprocessing(result.artifacts["checkpoint"])["image_size"])
-        settings = BenchmarkSettings(
-            formats=("torch", "onnx", "onnx-int8"), batches=(1,), size=size, repeats=5
-        )
-        bench = benchmark_checkpoint(result.artifacts["checkpoint"], settings, data_root=data_root)
-        result.artifacts["benchmark"] = bench
-        fastest = min(bench.rows, key=lambda r: r.p50_ms if r.p50_ms is not None else 1e9)
-        return f"fastest: {fastest.format} ({fastest.p50_ms:.1f} ms/image at {size}px)"
-
-    steps = (
-        ("init", init),
-        ("data pull", pull),
-        ("validate", validate),
-        ("stats", stats),
-        ("train", train),
-        ("evaluate", evaluate),
-        ("export onnx", export),
-        ("quantize", quantize),
-        ("drift-check", drift),
-        ("benchmark", benchmark),
-    )
-    for name, fn in steps:
-        if not _run_step(result, name, fn):
+    qs = Quickstart(directory, images, size, seed, show_progress, list(overrides or []))
+    wanted = [_step_name(name) for name in only] if only else list(STEP_NAMES)
+    for name, step in STEPS:
+        if name in wanted and not _run_step(qs.result, name, partial(step, qs)):
             break
-    return result
+    return qs.result
+
+
+def _step_name(name: str) -> str:
+    """A step's name as given on the command line: ``export`` or ``export onnx``."""
+    from cmi_cli.errors import UsageError
+
+    matches = [s for s in STEP_NAMES if name in (s, s.split()[0], s.replace(" ", "-"))]
+    if len(matches) != 1:
+        raise UsageError(f"no quickstart step {name!r}", hint=f"Steps: {', '.join(STEP_NAMES)}")
+    return matches[0]
 
 
 def _test_count(data_root: Path) -> int:

@@ -6,13 +6,11 @@ import json
 import subprocess
 import sys
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
 from cmi_cli import __version__
-from cmi_cli.cli import later
-from cmi_cli.cli.app import CmiGroup, app, reflow
+from cmi_cli.cli.app import app, reflow
 
 runner = CliRunner()
 
@@ -64,36 +62,10 @@ def test_version() -> None:
     assert result.output.strip() == f"cmi {__version__}"
 
 
-def _stub_app() -> typer.Typer:
-    stub_app = typer.Typer(cls=CmiGroup)
-
-    @stub_app.callback()
-    def root() -> None:
-        pass
-
-    later.register(stub_app)
-    return stub_app
-
-
-@pytest.mark.parametrize("name", sorted(later.PLANNED))
-def test_planned_commands_say_not_available_and_exit_2(name: str) -> None:
-    result = runner.invoke(_stub_app(), [name, "model=x", "--some-flag"])
-    assert result.exit_code == 2
-    assert "not available yet" in result.output
-    assert "Traceback" not in result.output
-
-
-def test_planned_commands_help_says_what_they_will_do() -> None:
-    result = runner.invoke(_stub_app(), ["sweep", "--help"], env={"COLUMNS": "160"})
-    assert result.exit_code == 0
-    assert "Optuna" in result.output
-    assert "not available yet" in result.output
-
-
-def test_every_planned_command_is_registered_once() -> None:
+def test_every_command_of_the_design_card_is_registered_once() -> None:
     names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
     assert len(names) == len(set(names))
-    assert set(later.PLANNED) <= set(names)
+    assert set(DESIGN_CARD) <= set(names)
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path) -> None:
@@ -184,3 +156,30 @@ def test_real_subprocess_error_exit_code(tmp_path) -> None:
     assert proc.returncode == 1
     assert "no such file or folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+
+    def walk(group: object, prefix: list[str]) -> None:
+        for name, cmd in getattr(group, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(cmd, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_no_help_labels_a_flag_with_a_type() -> None:
+    for path in _all_command_paths():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "160"})
+        assert result.exit_code == 0, path
+        assert "<bool>" not in result.output, f"cmi {' '.join(path)} --help"
+
+
+def test_info_help_says_what_it_describes() -> None:
+    result = runner.invoke(app, ["info", "--help"], env={"COLUMNS": "160"})
+    for kind in ("dataset", "checkpoint", "ONNX"):
+        assert kind in result.output
+    assert "later" not in result.output

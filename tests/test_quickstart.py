@@ -41,6 +41,34 @@ def test_quickstart_runs_every_stage_and_summarises(workdir: Path) -> None:
     assert "reused the existing project" in again.output
     assert len(list(project.glob("runs/*/checkpoints/best.ckpt"))) == 2
 
+    # One step again, alone: it takes the latest run's checkpoint and writes its ONNX model.
+    latest = max(project.glob("runs/*/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
+    onnx = latest.parent.parent / "model.onnx"
+    onnx.unlink()
+    alone = CliRunner().invoke(app, ["quickstart", "proj", "--step", "export"])
+    assert alone.exit_code == 0, alone.output
+    assert onnx.is_file()
+    assert ">> export onnx" in alone.output
+    assert ">> train" not in alone.output
+    assert len(list(project.glob("runs/*/checkpoints/best.ckpt"))) == 2
+
+
+def test_each_step_is_a_named_function_and_one_runs_alone(workdir: Path) -> None:
+    from cmi_cli.errors import UsageError
+    from cmi_cli.quickstart import STEP_NAMES, STEPS, run_quickstart
+
+    assert STEP_NAMES[0] == "init"
+    assert STEP_NAMES[-1] == "benchmark"
+    assert all(fn.__name__.startswith("step_") and fn.__doc__ for _, fn in STEPS)
+    with pytest.raises(UsageError, match="no quickstart step 'trian'"):
+        run_quickstart(workdir / "p", only=["trian"])
+    # Alone in an empty folder, a step that needs a checkpoint says which steps come first.
+    result = run_quickstart(workdir / "p", only=["export"], show_progress=False)
+    assert [s.name for s in result.steps] == ["export onnx"]
+    assert not result.ok
+    assert "no checkpoint in" in result.steps[0].detail
+    assert "without --step" in result.steps[0].detail
+
 
 def test_quickstart_reports_a_failing_step_and_exits_1(workdir: Path) -> None:
     result = CliRunner().invoke(

@@ -6,12 +6,23 @@ import inspect
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from cmi_cli import __version__
-from cmi_cli.cli import data, later
+from cmi_cli.cli import data
 from cmi_cli.console import err_console, is_verbose, setup_logging
 from cmi_cli.errors import CmiError
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """No type label for an on/off flag: ``--json`` takes no value, so ``<bool>`` misleads."""
+    return None if self.is_flag else _typer_display_type(self, ctx)
+
+
+# Typer's rich help labels every option with its type, flags included (``--json <bool>``);
+# its one hook for that label is this method, so flags get none.
+_typer_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 class CmiGroup(TyperGroup):
@@ -125,8 +136,7 @@ def root(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-# Each module registers its commands with ``register(app)``; a planned command that no module
-# provides yet is registered by ``later`` as "not available yet".
+# Each module registers its commands with ``register(app)``.
 COMMAND_MODULES = (
     "project",
     "train",
@@ -147,8 +157,6 @@ def _register_commands(root: typer.Typer) -> None:
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"cmi_cli.cli.{name}") is not None:
             importlib.import_module(f"cmi_cli.cli.{name}").register(root)
-    done = {c.name for c in root.registered_commands} | {g.name for g in root.registered_groups}
-    later.register(root, skip=frozenset(n for n in done if n))
 
 
 _register_commands(app)

@@ -68,6 +68,8 @@ def _default_text(param: Any, ctx: typer.Context) -> str:
 
 
 def _type_text(param: Any, ctx: typer.Context) -> str:
+    if getattr(param, "is_flag", False):
+        return "flag"  # takes no value; the help shows no type for it either
     try:
         shown = str(param.display_type(ctx))
     except Exception:  # other Typer/click versions: fall back to the click type's name

@@ -64,8 +64,22 @@ def quickstart(
             help="Training override over params.yaml, e.g. -o trainer.max_epochs=5 (repeatable).",
         ),
     ] = None,
+    step: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--step",
+            help="Run only this step again (repeatable): init, data-pull, validate, stats, "
+            "train, evaluate, export, quantize, drift-check, benchmark. Earlier steps' "
+            "artifacts come from the project's latest run.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole pipeline on the embedded sample and print a summary."""
+    """Run the whole pipeline on the embedded sample and print a summary.
+
+    The steps, in order: init (git + DVC project with the sample), data pull, validate, stats,
+    train, evaluate (test split), export onnx, quantize (int8), drift-check, benchmark. An
+    existing project is reused; it stops at the first failing step and exits 1.
+    """
     from cmi_cli.quickstart import render_quickstart, run_quickstart
 
     result = run_quickstart(
@@ -75,6 +89,7 @@ def quickstart(
         seed=seed,
         show_progress=not is_quiet(),
         overrides=list(override or []),
+        only=list(step or []) or None,
     )
     render_quickstart(result, out_console())
     if not result.ok:
@@ -94,10 +109,13 @@ def info_cmd(
         typer.Option("--models", help="List the model presets (model=NAME) for 'cmi train'."),
     ] = False,
 ) -> None:
-    """Print what is known of a dataset or artifact: sizes, classes, versions, lineage.
+    """Print what a dataset, checkpoint or ONNX model says of itself, with its lineage.
 
-    With --models, list the model presets instead: mobile, cnn, transformer, smp (any
-    architecture and encoder), fast_unet (the default) and mini_unet.
+    A dataset: layout, images per split, class count and DVC version. A checkpoint or ONNX
+    model (int8 included): its lineage (classes, preprocessing, data version, code version and
+    commit, metrics, architecture, encoder and weights), size and cost, and for ONNX the graph
+    and its validation checks. With --models, list the model presets instead: mobile, cnn,
+    transformer, smp (any architecture and encoder), fast_unet (the default) and mini_unet.
     """
     import json
 

@@ -139,7 +139,8 @@ def evaluate_cmd(
         _robustness(model, data, split, batch_size, corruptions, severities, window)
         return
 
-    from cmi_cli.training.evaluate import default_eval_json, evaluate_model
+    from cmi_cli.export.evaluate import evaluate_model
+    from cmi_cli.training.evaluate import default_eval_json
     from cmi_cli.training.summary import render_eval_result
     from cmi_cli.utils.files import atomic_write_text
 

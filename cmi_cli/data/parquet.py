@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cmi_cli.classes import load_class_names
-from cmi_cli.data.layout import KNOWN_SPLITS, DatasetSource, Item
+from cmi_cli.data.source import KNOWN_SPLITS, DatasetSource, Item
 from cmi_cli.errors import DataError
 
 COLUMNS = ("image", "label")

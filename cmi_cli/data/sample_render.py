@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageFilter
 
-from cmi_cli.classes import class_colors, foodseg103_class_names
+from cmi_cli.classes import foodseg103_class_names, hue_colors
 
 RGB = tuple[int, int, int]
 Array = np.ndarray
@@ -94,7 +94,7 @@ SAMPLE_CLASS_IDS: tuple[int, ...] = tuple(sorted(row[0] for row in _HAND_MADE[:1
 def class_models() -> dict[int, ClassModel]:
     """Return a model for every FoodSeg103 food class (1..103), hand-made ones first.
 
-    Classes without a hand-made model get a muted version of their palette colour and a texture
+    Classes without a hand-made model get a muted version of their hue colour and a texture
     and shape chosen by id, so any subset of the 103 classes can be drawn.
     """
     names = foodseg103_class_names()
@@ -102,7 +102,7 @@ def class_models() -> dict[int, ClassModel]:
         cid: ClassModel(cid, names[cid], base, second, texture, shape)
         for cid, base, second, texture, shape in _HAND_MADE
     }
-    palette = class_colors(len(names))
+    palette = hue_colors(len(names))  # not the class palette: the photos must not change
     for cid in range(1, len(names)):
         if cid in models:
             continue

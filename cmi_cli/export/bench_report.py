@@ -9,12 +9,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmi_cli.export.bench_rows import BenchmarkResult, BenchmarkRow
 from cmi_cli.utils.files import atomic_write_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cmi_cli.export.benchmark import BenchmarkResult, BenchmarkRow
 
 # (column title, row attribute, format) for the table and the Markdown report.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -34,6 +34,30 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+def peak_lines(machine: dict[str, Any]) -> list[str]:
+    """One line per measured peak: median, spread of the rounds, and what was timed."""
+    lines = []
+    for name, peak in (machine.get("peaks") or {}).items():
+        lines.append(
+            f"{name} GEMM peak {peak['gops']:.1f} GOP/s (rounds {peak['low']:.1f}-"
+            f"{peak['high']:.1f}, spread {peak['spread_pct']:.0f}%, median of {peak['rounds']}; "
+            f"{peak['kernel']})"
+        )
+    return lines
+
+
+def headline_line(result: BenchmarkResult) -> str | None:
+    """The served default against the original MiniUNet, as one sentence with the ratio."""
+    h = result.headline
+    if not h:
+        return None
+    return (
+        f"served default ({h['served']}) vs the original {h['original']}, "
+        f"{h['size']}x{h['size']}, batch {h['batch']}: {h['served_ms']:.3g} ms vs "
+        f"{h['original_ms']:.3g} ms per image = {h['ratio']:.2f}x"
+    )
+
+
 def cell(row: BenchmarkRow, attr: str, fmt: str) -> str:
     """Format one value of a row; missing values read ``-``."""
     value = getattr(row, attr)
@@ -44,8 +68,6 @@ def cell(row: BenchmarkRow, attr: str, fmt: str) -> str:
 
 def to_csv(rows: list[BenchmarkRow]) -> str:
     """Every field of every row, one line each."""
-    from cmi_cli.export.benchmark import BenchmarkRow
-
     names = [f.name for f in fields(BenchmarkRow)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
@@ -61,6 +83,7 @@ def to_json(result: BenchmarkResult) -> str:
         "checkpoint": str(result.checkpoint),
         "machine": result.machine,
         "settings": result.settings,
+        "headline": result.headline,
         "rows": [asdict(r) for r in result.rows],
     }
     return json.dumps(record, indent=2, default=str)
@@ -75,12 +98,16 @@ def to_markdown(result: BenchmarkResult) -> str:
         "",
         f"- CPU: {m.get('cpu')} ({m.get('logical_cpus')} logical CPUs), load average "
         f"{m.get('load_average')}",
-        f"- float32 matmul peak (measured): {m.get('matmul_peak_gflops')} GFLOP/s",
+        *(f"- {line}" for line in peak_lines(m)),
+        "- % peak: each row against the peak of its own number format (fp32 or int8), "
+        "timed in the same interleaved rounds as the formats",
         f"- torch {m.get('torch')} ({rt.get('threads')} threads, oneDNN {rt.get('mkldnn')}, "
         f"allocator {rt.get('allocator')}); onnxruntime {m.get('onnxruntime')}",
         f"- input {result.settings.get('size')}x{result.settings.get('size')}, "
         f"{result.settings.get('repeats')} interleaved repeats after warm-up; latency per "
         "image; speed-up against eager PyTorch fp32 at the same batch",
+        "",
+        *([f"- {headline_line(result)}"] if result.headline else []),
         "",
         "| " + " | ".join(c[0] for c in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
@@ -139,7 +166,7 @@ def render_benchmark(result: BenchmarkResult, console: Console) -> None:
     m = result.machine
     table = Table(
         title=f"{result.checkpoint.name} at {result.settings.get('size')} px, latency per image; "
-        f"matmul peak {m.get('matmul_peak_gflops')} GFLOP/s",
+        "%peak of its own format's GEMM peak",
         box=box.SIMPLE_HEAD,
         padding=(0, 0),
         pad_edge=False,
@@ -158,6 +185,11 @@ def render_benchmark(result: BenchmarkResult, console: Console) -> None:
         f"{m.get('cpu')}, load {m.get('load_average')}",
         highlight=False,
     )
+    for line in peak_lines(m):
+        console.print(f"  {line}", highlight=False)
+    headline = headline_line(result)
+    if headline:
+        console.print(f"  {headline}", highlight=False)
     seen: set[str] = set()
     for row in result.rows:
         if row.format in seen:

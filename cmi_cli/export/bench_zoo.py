@@ -151,7 +151,7 @@ def benchmark_zoo(
 
 
 def _split_name(lineage: dict[str, Any], data_root: Path | None) -> str:
-    from cmi_cli.data.layout import open_split
+    from cmi_cli.data.split import open_split
     from cmi_cli.training.evaluate import resolve_eval_data
 
     try:

@@ -1,20 +1,21 @@
 """``cmi benchmark``: every format of one model side by side, measured in one run.
 
-The story: check the checkpoint -> measure this CPU's float32 matmul peak -> build each format
-(:mod:`cmi_cli.export.bench_formats`) -> score each on the validation split -> time them all in
-interleaved rounds (after a warm-up of each), so a burst of load on a shared machine hits every
-format alike -> one row per format and batch size: status, size, mIoU, p50/p90 latency per
-image, throughput, speed-up over eager PyTorch, achieved GFLOP/s and share of the peak ->
+The story: check the checkpoint -> build each format (:mod:`cmi_cli.export.bench_formats`) ->
+score each on the validation split -> time them all, with this CPU's fp32 and int8 GEMM peaks
+(:mod:`cmi_cli.export.peaks`), in interleaved rounds (after a warm-up of each), so a burst of
+load on a shared machine hits every format and both peaks alike -> one row per format and batch
+size: status, size, mIoU, p50/p90 latency per image, throughput, speed-up over eager PyTorch,
+achieved GFLOP/s and share of the peak of its own number format -> the served default (int8
+ONNX) against the original project's MiniUNet in eager PyTorch at batch 1, as a ratio ->
 :mod:`cmi_cli.export.bench_report` writes CSV, JSON and Markdown.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,13 @@ import numpy as np
 from cmi_cli.console import err_console, is_quiet
 from cmi_cli.errors import UsageError
 from cmi_cli.export.bench_formats import FORMATS, BuildContext, Candidate, build, failed
+from cmi_cli.export.bench_rows import BenchmarkResult, BenchmarkRow
+from cmi_cli.export.peaks import Kernel, Peak, gemm_kernels, peaks_from_rates, precision_of, rate
 from cmi_cli.export.timing import percentile, time_calls
+
+# The headline ratio: what `cmi serve` runs by default against the project it grew from.
+SERVED_DEFAULT = "onnx-int8"
+ORIGINAL = "baseline"
 
 
 @dataclass
@@ -70,51 +77,6 @@ class BenchmarkSettings:
             raise UsageError(f"--prune-ratio must be between 0 and 1, got {self.prune_ratio}")
 
 
-@dataclass
-class BenchmarkRow:
-    """One format at one batch size."""
-
-    format: str
-    batch: int
-    status: str
-    size_mb: float | None = None
-    miou: float | None = None
-    p50_ms: float | None = None  # per image
-    p90_ms: float | None = None  # per image
-    throughput: float | None = None  # images per second
-    speedup: float | None = None  # against eager PyTorch fp32 at the same batch
-    gflops_per_s: float | None = None
-    peak_pct: float | None = None
-    gflops_per_image: float | None = None
-    prepare_s: float | None = None
-    runtime: str = ""
-    layout: str = ""
-    allocator: str = ""
-    path: str = ""
-    detail: str = ""
-
-
-@dataclass
-class BenchmarkResult:
-    """All rows, the machine they ran on, and where the reports went."""
-
-    rows: list[BenchmarkRow]
-    machine: dict[str, Any]
-    settings: dict[str, Any]
-    checkpoint: Path
-    out_dir: Path
-    files: list[Path] = field(default_factory=list)
-
-    def below(self, min_miou: float) -> list[str]:
-        """Formats whose mIoU is under ``min_miou``, or that failed."""
-        names = []
-        for row in self.rows:
-            low = row.miou is not None and row.miou < min_miou
-            if (low or row.status == "failed") and row.format not in names:
-                names.append(row.format)
-        return names
-
-
 def default_benchmark_dir(checkpoint: Path) -> Path:
     """``<run folder>/benchmark`` for ``<run>/checkpoints/x.ckpt``, else beside the file."""
     path = Path(checkpoint)
@@ -122,24 +84,8 @@ def default_benchmark_dir(checkpoint: Path) -> Path:
     return folder / "benchmark"
 
 
-def matmul_peak_gflops(sizes: Sequence[int] = (1024, 2048), repeats: int = 10) -> float:
-    """Return this CPU's measured float32 matrix-multiply rate (GFLOP/s, best of all tries).
-
-    The best rather than the median: on a shared machine the fastest try is the closest to
-    what the hardware can do.
-    """
-    import torch
-
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        times = time_calls(functools.partial(torch.mm, a, b), repeats=repeats, warmup=1)
-        best = max(best, 2 * n**3 / min(times) / 1e9)
-    return best
-
-
-def machine_info(peak: float) -> dict[str, Any]:
-    """The facts a reader needs to compare numbers: CPU, threads, versions, load, peak."""
+def machine_info(peaks: dict[str, Peak]) -> dict[str, Any]:
+    """The facts a reader needs to compare numbers: CPU, threads, versions, load, peaks."""
     import platform
 
     import onnxruntime
@@ -164,7 +110,9 @@ def machine_info(peak: float) -> dict[str, Any]:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "torch_runtime": torch_runtime(),
-        "matmul_peak_gflops": round(peak, 1),
+        "matmul_peak_gflops": round(peaks["fp32"].gops, 1) if "fp32" in peaks else None,
+        "int8_peak_gops": round(peaks["int8"].gops, 1) if "int8" in peaks else None,
+        "peaks": {name: peak.to_dict() for name, peak in peaks.items()},
     }
 
 
@@ -193,9 +141,19 @@ def score(cand: Candidate, data_root: Path | None, batch_size: int) -> None:
 
 
 def time_interleaved(
-    cands: list[Candidate], batch: int, size: int, repeats: int, warmup: int
+    cands: list[Candidate],
+    batch: int,
+    size: int,
+    repeats: int,
+    warmup: int,
+    probes: dict[Kernel, Any] | None = None,
+    rates: dict[Kernel, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each runnable candidate, taking turns call by call."""
+    """Seconds per call of each runnable candidate, taking turns call by call.
+
+    ``probes`` (the peak GEMMs) take their turns in the same rounds, their rates appended to
+    ``rates``: a peak measured beside the formats meets the same load they do.
+    """
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     runnable = []
     for cand in cands:
@@ -212,13 +170,25 @@ def time_interleaved(
     for _ in range(repeats):
         for cand in runnable:
             times[cand.name] += time_calls(lambda c=cand: c.predict(x), repeats=1, warmup=0)  # type: ignore[misc]
+        for key, fn in (probes or {}).items():
+            seconds = time_calls(fn, repeats=1, warmup=0)[0]
+            if rates is not None:
+                rates.setdefault(key, []).append(rate(key, seconds))
     return times
 
 
 def make_rows(
-    cands: list[Candidate], batch: int, times: dict[str, list[float]], peak: float
+    cands: list[Candidate],
+    batch: int,
+    times: dict[str, list[float]],
+    peak: float | dict[str, float] | None = None,
 ) -> list[BenchmarkRow]:
-    """Turn timings into rows; the speed-up is against ``torch`` (else the first format)."""
+    """Turn timings into rows; the speed-up is against ``torch`` (else the first format).
+
+    ``peak`` is GOP/s by precision (``{"fp32": .., "int8": ..}``; one number for both): each
+    row's share is of the peak of the number format it computes in.
+    """
+    peaks = peak if isinstance(peak, dict) else {"fp32": peak, "int8": peak}
     p50 = {name: percentile(t, 50) / batch for name, t in times.items()}
     reference = p50.get("torch") or next(iter(p50.values()), None)
     rows = []
@@ -246,9 +216,34 @@ def make_rows(
             if cand.flops_per_image:
                 achieved = cand.flops_per_image / p50[cand.name] / 1e9
                 row.gflops_per_s = round(achieved, 2)
-                row.peak_pct = round(100 * achieved / peak, 1)
+                row.peak_of = precision_of(cand.name)
+                own_peak = peaks.get(row.peak_of)
+                if own_peak:
+                    row.peak_pct = round(100 * achieved / own_peak, 1)
         rows.append(row)
     return rows
+
+
+def served_vs_original(rows: list[BenchmarkRow], size: int) -> dict[str, Any] | None:
+    """The served default (int8 ONNX) against the original MiniUNet in eager PyTorch, batch 1.
+
+    Returns:
+        ``{served, original, batch, size, served_ms, original_ms, ratio}`` (ratio > 1: the
+        served model is faster), or None when either was not timed at batch 1.
+    """
+    at1 = {r.format: r.p50_ms for r in rows if r.batch == 1 and r.p50_ms}
+    served, original = at1.get(SERVED_DEFAULT), at1.get(ORIGINAL)
+    if served is None or original is None:
+        return None
+    return {
+        "served": SERVED_DEFAULT,
+        "original": "MiniUNet, eager PyTorch fp32",
+        "batch": 1,
+        "size": size,
+        "served_ms": served,
+        "original_ms": original,
+        "ratio": round(original / served, 2),
+    }
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -322,7 +317,6 @@ def benchmark_checkpoint(
 
         # The same thread budget for both runtimes, so speed-ups compare like with like.
         torch.set_num_threads(settings.threads)
-    peak = matmul_peak_gflops()
     cands: list[Candidate] = []
     rows: list[BenchmarkRow] = []
     with Progress(console=err_console(), transient=True, disable=is_quiet()) as progress:
@@ -334,26 +328,33 @@ def benchmark_checkpoint(
             score(cand, root, settings.eval_batch_size)
             cands.append(cand)
             progress.advance(task)
+        progress.update(task, description="peak GEMMs")
+        probes = gemm_kernels(settings.threads)
+        rates: dict[Kernel, list[float]] = {key: [] for key in probes}
         timing = progress.add_task("timing", total=len(settings.batches))
+        timed: list[tuple[int, dict[str, list[float]]]] = []
         for batch in settings.batches:
             progress.update(timing, description=f"timing batch {batch}")
-            times = time_interleaved(cands, batch, size, settings.repeats, settings.warmup)
-            rows += make_rows(cands, batch, times, peak)
+            times = time_interleaved(
+                cands, batch, size, settings.repeats, settings.warmup, probes, rates
+            )
+            timed.append((batch, times))
             progress.advance(timing)
-    # On a shared machine a burst of load can depress one measurement: keep the better one.
-    peak = max(peak, matmul_peak_gflops())
-    for row in rows:
-        if row.gflops_per_s is not None:
-            row.peak_pct = round(100 * row.gflops_per_s / peak, 1)
+    # The peaks pool every round of every batch: the median of what the machine gave while
+    # the formats ran, not the luckiest or unluckiest moment.
+    peaks = peaks_from_rates(rates, settings.threads)
+    for batch, times in timed:
+        rows += make_rows(cands, batch, times, {k: p.gops for k, p in peaks.items()})
     result = BenchmarkResult(
         rows=rows,
-        machine=machine_info(peak),
+        machine=machine_info(peaks),
         settings={
             **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
             "size": size,
         },
         checkpoint=checkpoint,
         out_dir=out_dir,
+        headline=served_vs_original(rows, size),
     )
     result.files = write_reports(result, out_dir)
     return result

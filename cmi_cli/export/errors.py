@@ -6,12 +6,26 @@ the exported model broke; :class:`OnnxValidationError` gathers them all into one
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from cmi_cli.errors import CmiError
 
-if TYPE_CHECKING:
-    from cmi_cli.export.validate_onnx import ValidationReport
+
+class ValidationReport(Protocol):
+    """What :class:`OnnxValidationError` reads of a validation report.
+
+    A protocol, not an import of ``validate_onnx.ValidationReport``: the errors module stays below
+    the module that raises them.
+    """
+
+    @property
+    def checks(self) -> Sequence[object]:
+        """Every check of the checklist."""
+
+    @property
+    def failures(self) -> Sequence[CmiError]:
+        """The errors of the failed checks."""
 
 
 class ExportError(CmiError):
@@ -56,4 +70,5 @@ class OnnxValidationError(ExportError):
             f"ONNX validation failed ({len(failed)} of {len(report.checks)} checks): {names}",
             hint="No file was written; see the checklist above",
         )
-        self.report = report
+        # The whole validate_onnx.ValidationReport (Any: this module does not import it).
+        self.report: Any = report

@@ -92,7 +92,7 @@ def export_onnx(
             do not fit its recorded architecture.
         OnnxValidationError: If any validation check failed (its ``report`` has the checklist).
     """
-    from cmi_cli.monitoring.model_reference import reference_for_export
+    from cmi_cli.export.reference import reference_for_export
     from cmi_cli.training.checkpoint import load_model
     from cmi_cli.utils.files import atomic_path, atomic_write_bytes
 
@@ -214,9 +214,7 @@ def onnx_lineage(
         dynamic: Whether batch, height and width are dynamic.
         project_root: Project whose git state is the exporting code's version.
     """
-    import torch
-
-    from cmi_cli.lineage import make_lineage
+    from cmi_cli.lineage import library_versions, make_lineage
 
     lineage = make_lineage(
         kind="onnx",
@@ -226,7 +224,8 @@ def onnx_lineage(
         config=ckpt_lineage.get("config", {}),
         data=ckpt_lineage.get("data", {}),
         metrics=ckpt_lineage.get("metrics"),
-        project_root=project_root,
+        # The checkpoint lies in the project: its git state, wherever the command runs from.
+        project_root=project_root or checkpoint,
         parent={
             "kind": "checkpoint",
             "path": str(checkpoint),
@@ -239,7 +238,7 @@ def onnx_lineage(
         "opset": opset,
         "dynamic_axes": dynamic_axes_spec() if dynamic else None,
         "exporter": EXPORTER,
-        "torch": torch.__version__,
+        "torch": library_versions()["torch"],
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
     }

@@ -172,7 +172,8 @@ def _fit(
     trainer_cfg: dict[str, Any], epochs: int, show_progress: bool, module: Any, dm: Any
 ) -> None:
     import lightning as L
-    from lightning.pytorch.callbacks import RichProgressBar
+
+    from cmi_cli.training.progress import progress_callback
 
     trainer = L.Trainer(
         accelerator=str(trainer_cfg.get("accelerator", "auto")),
@@ -187,9 +188,7 @@ def _fit(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=show_progress,
-        callbacks=[RichProgressBar(leave=False, console_kwargs={"stderr": True})]
-        if show_progress
-        else [],
+        callbacks=[progress_callback()] if show_progress else [],
     )
     trainer.fit(module, datamodule=dm)
 

@@ -314,6 +314,7 @@ def quantize_onnx(
         write_lineage(proto, record)
         onnx.save(proto, str(tmp))
         int8 = OnnxPredictor(tmp, graph_optimization_level=graph_optimization_level)
+        io_names = (int8.input_name, int8.output_name)
         split_name, n, miou32, miou8, agreement = compare_on_split(
             fp32, int8, eval_root, split, batch_size
         )
@@ -332,6 +333,7 @@ def quantize_onnx(
             num_images=n,
         )
         record["quantization"]["delta"] = result.delta()
+        record["validation"] = int8_validation(result, proto, *io_names)
         record["metrics"] = {"val/miou": round(miou8, 6)}
         write_lineage(proto, record)
         onnx.save(proto, str(tmp))
@@ -350,15 +352,17 @@ def _int8_lineage(
     calib_root: Path,
     calib_images: int,
 ) -> dict[str, Any]:
-    import onnxruntime
+    from cmi_cli.lineage import code_version, library_versions, now_iso
 
-    record = {k: v for k, v in parent.items() if k not in ("parent", "created_at")}
-    from cmi_cli.lineage import code_version, now_iso
-
+    # The parent's export facts (and its validation against PyTorch) and scores describe the
+    # fp32 model: the int8 record gets its own checks and metrics once they are measured.
+    own = ("parent", "created_at", "export", "metrics", "validation")
+    record = {k: v for k, v in parent.items() if k not in own}
     record.update(
         kind="onnx-int8",
         created_at=now_iso(),
-        code={**parent.get("code", {}), **code_version(Path.cwd())},
+        # The fp32 model lies in the project: its git state, wherever the command runs from.
+        code=code_version(parent_path),
         parent={
             "kind": parent.get("kind", "onnx"),
             "path": str(parent_path),
@@ -375,7 +379,43 @@ def _int8_lineage(
             "format": "QDQ" if settings.mode == "static" else "QOperator (dynamic)",
             "calibration_data": str(calib_root) if settings.mode == "static" else None,
             "calibration_images": calib_images,
-            "onnxruntime": onnxruntime.__version__,
+            "onnxruntime": library_versions()["onnxruntime"],
         },
     )
     return record
+
+
+def int8_validation(
+    result: QuantizeResult, proto: Any, input_name: str, output_name: str
+) -> dict[str, Any]:
+    """Return the int8 model's own checklist (``validation`` in its lineage).
+
+    Args:
+        result: The measured comparison with the fp32 parent.
+        proto: The int8 ``onnx.ModelProto``.
+        input_name: The int8 graph's input name.
+        output_name: The int8 graph's output name.
+    """
+    import onnx
+
+    from cmi_cli.export.metadata import INPUT_NAME, OUTPUT_NAME
+
+    try:
+        onnx.checker.check_model(proto)
+        checker = "pass"
+    except onnx.checker.ValidationError:
+        checker = "fail"
+    names_ok = (input_name, output_name) == (INPUT_NAME, OUTPUT_NAME)
+    return {
+        "against": "fp32 parent (ONNX Runtime)",
+        "split": result.split,
+        "num_images": result.num_images,
+        "miou_drop": round(result.miou_drop, 6),
+        "max_miou_drop": result.max_miou_drop,
+        "pixel_agreement": round(result.pixel_agreement, 6),
+        "checks": {
+            "onnx_checker": checker,
+            "input_output_names": "pass" if names_ok else "fail",
+            "miou_drop": "pass" if result.accepted else "fail",
+        },
+    }

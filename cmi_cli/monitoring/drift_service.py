@@ -38,7 +38,7 @@ from cmi_cli.errors import CmiError
 from cmi_cli.monitoring.drift import DEFAULT_MIN_SAMPLES, DEFAULT_THRESHOLD, DriftResult
 from cmi_cli.monitoring.model_reference import reference_path_for
 from cmi_cli.monitoring.reference import FeatureTable, load_table
-from cmi_cli.serving.paths import relative_name
+from cmi_cli.utils.relpaths import relative_name
 
 log = logging.getLogger("cmi_cli.serving")
 
@@ -103,8 +103,8 @@ class DriftMonitor:
         import numpy as np
 
         from cmi_cli.monitoring.drift import run_drift
+        from cmi_cli.monitoring.prediction_log import read_predictions
         from cmi_cli.monitoring.reference import table_from_log
-        from cmi_cli.serving.store import read_predictions
 
         if self._computations is not None:
             self._computations.inc()

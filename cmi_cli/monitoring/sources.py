@@ -154,7 +154,7 @@ def _is_dataset(path: Path) -> bool:
 def _read_log(path: Path, window: int | None, since: dt.datetime | None) -> list[dict[str, Any]]:
     import sqlite3
 
-    from cmi_cli.serving.store import read_predictions
+    from cmi_cli.monitoring.prediction_log import read_predictions
 
     try:
         records = read_predictions(path, window=window, since=since)
@@ -175,7 +175,7 @@ def _read_log(path: Path, window: int | None, since: dt.datetime | None) -> list
 
 
 def _read_gcs(url: str) -> list[dict[str, Any]]:
-    from cmi_cli.serving.store import read_gcs_predictions
+    from cmi_cli.monitoring.prediction_log import read_gcs_predictions
 
     try:
         records = read_gcs_predictions(url)

@@ -231,51 +231,6 @@ def evaluate_checkpoint(
     return EvalResult(Path(path), root, split, n, scores, resolution)
 
 
-def evaluate_onnx(
-    path: Path,
-    data_root: Path | None = None,
-    split: str | None = None,
-    batch_size: int = 8,
-    resolution: str = "label",
-) -> EvalResult:
-    """Evaluate an ONNX model from ``cmi export onnx`` with ONNX Runtime on a split.
-
-    The same loop, data and preprocessing as :func:`evaluate_checkpoint`, so the scores of a
-    model and of its export are directly comparable.
-
-    Args:
-        path: The ``.onnx`` file (its lineage gives classes, preprocessing and data).
-        data_root: Dataset to use; default: the one recorded in the model's lineage.
-        split: Split name; default: the held-out test split (``val`` is the carved one).
-        batch_size: Images per run (a static model runs one image at a time).
-        resolution: ``label`` (each annotation's size, the default) or ``model``.
-    """
-    from cmi_cli.export.ort_predict import OnnxPredictor
-
-    predictor = OnnxPredictor(path)
-    if isinstance(predictor.input_shape[0], int) and predictor.input_shape[0] > 0:
-        batch_size = predictor.input_shape[0]
-    root = resolve_eval_data(predictor.lineage, data_root)
-    split, n, scores = evaluate_predictor(
-        predictor.predict, root, split, predictor.lineage, batch_size, resolution
-    )
-    return EvalResult(Path(path), root, split, n, scores, resolution)
-
-
-def evaluate_model(
-    path: Path,
-    data_root: Path | None = None,
-    split: str | None = None,
-    batch_size: int = 8,
-    resolution: str = "label",
-) -> EvalResult:
-    """Evaluate a checkpoint or (by its ``.onnx`` suffix) an ONNX model."""
-    check_resolution(resolution)
-    if Path(path).suffix == ".onnx":
-        return evaluate_onnx(path, data_root, split, batch_size, resolution)
-    return evaluate_checkpoint(path, data_root, split, batch_size, resolution)
-
-
 def default_eval_json(model_path: Path, split: str) -> Path:
     """Where the JSON of an evaluation goes by default: the run folder, else beside the model."""
     path = Path(model_path)

@@ -42,7 +42,7 @@ def predict_samples(
 def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: Any) -> Any:
     """Write the run's summary files from the best checkpoint and the history."""
     from cmi_cli.training.checkpoint import load_checkpoint
-    from cmi_cli.training.train import TrainResult
+    from cmi_cli.training.result import TrainResult
 
     history = list(_callback(trainer, "HistoryCallback").rows)
     ckpt_cb = _callback(trainer, "ModelCheckpoint")
@@ -119,16 +119,16 @@ def _finite(value: float) -> float | None:
 
 
 def _save_reference(net: Any, lineage: dict[str, Any], run_dir: Path, dm: Any) -> Any:
-    """Save the held-out split's features as the model's drift reference (None on failure).
+    """Save the training data's features as the model's drift reference (None on failure).
 
-    The test split (else validation): photos the model never trained on, enough of them for
-    a drift check. Only monitoring reads it; checkpoints were chosen on validation.
+    The split the lineage names as ``data.reference_split`` (the stored train split): served
+    photos are compared with what the model learned from. Only monitoring reads it.
     """
     from cmi_cli.errors import CmiError
-    from cmi_cli.monitoring.model_reference import save_run_reference
+    from cmi_cli.reference.run import reference_split, save_run_reference
 
     try:
-        split = dm.test_split if dm.test_set is not None else dm.val_split
+        split = reference_split(lineage)
         return save_run_reference(net, lineage, run_dir, dm.root, split, limit=dm.cfg.limit)
     except (CmiError, OSError) as exc:  # a missing reference must not cost the trained model
         log.warning("could not save the drift reference: %s", exc)

@@ -288,7 +288,7 @@ def resume_cli_config(
     config (or no run at all, which ``train`` reports) gets the composed config.
     """
     from cmi_cli.config import compose_train_config
-    from cmi_cli.training.train import latest_run
+    from cmi_cli.training.runs import latest_run
 
     composed = compose_train_config(overrides, config_file=config_file, project_root=project_root)
     runs_dir = Path(project_root) / str(composed.run.dir)

@@ -11,30 +11,20 @@ import datetime as dt
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from cmi_cli.errors import UsageError
+from cmi_cli.training.result import TrainResult
 from cmi_cli.training.resume import fit_resume_kwargs
+from cmi_cli.training.runs import latest_run
 from cmi_cli.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 RUN_NAME_ENV = "CMI_RUN_NAME"
-
-
-@dataclass
-class TrainResult:
-    """What a finished training run produced."""
-
-    run_dir: Path
-    best_ckpt: Path | None
-    last_ckpt: Path | None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    is_global_zero: bool = True
 
 
 @dataclass
@@ -46,14 +36,6 @@ class RunPlan:
     ckpt_path: Path | None
     # Columns of the run's logs/metrics.csv, cut back to the resumed checkpoint (None: new).
     metrics_header: list[str] | None = None
-
-
-def latest_run(runs_dir: Path) -> str | None:
-    """Name of the run under ``runs_dir`` whose ``last.ckpt`` is newest (None if none)."""
-    candidates = sorted(
-        (p for p in runs_dir.glob("*/checkpoints/last.ckpt")), key=lambda p: p.stat().st_mtime
-    )
-    return candidates[-1].parents[1].name if candidates else None
 
 
 def _fresh_name(runs_dir: Path) -> str:
@@ -168,9 +150,9 @@ def build_module(cfg: DictConfig, dm: Any, project_root: Path, load_weights: boo
             "train_split": dm.cfg.train_split,
             "val_split": dm.val_split,
             "test_split": dm.test_split,
-            # The drift reference: held-out photos the model never trained on (the test split;
-            # monitoring only, never selection), else the validation split.
-            "reference_split": dm.test_split if dm.test_set is not None else dm.val_split,
+            # The drift reference: the photos the model was trained on (the whole stored train
+            # split), so served traffic is compared with what the model learned from.
+            "reference_split": dm.cfg.train_split,
             "num_train": len(dm.train_set),
             "num_val": len(dm.val_set),
             # Which training pairs were held back to pick checkpoints (None: a stored split).
@@ -220,7 +202,7 @@ def build_trainer(
     ``extra_callbacks`` are appended to ours (a sweep adds its pruning callback this way).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from cmi_cli.training.callbacks import HistoryCallback
 
@@ -244,7 +226,9 @@ def build_trainer(
     if int(es.patience) > 0:
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=int(es.patience)))
     if show_progress:
-        callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))
+        from cmi_cli.training.progress import progress_callback
+
+        callbacks.append(progress_callback())
     callbacks.extend(extra_callbacks or [])
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

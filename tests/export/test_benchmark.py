@@ -56,7 +56,8 @@ def test_reports_hold_every_format_and_batch(bench: Path) -> None:
         assert float(r["p90_ms"]) >= float(r["p50_ms"]) > 0
         assert float(r["throughput"]) > 0
         assert float(r["gflops_per_s"]) > 0
-        assert 0 <= float(r["peak_pct"]) < 1000
+        assert 0 <= float(r["peak_pct"]) <= 100
+        assert r["peak_of"] == ("int8" if r["format"] == "onnx-int8" else "fp32")
     record = json.loads((bench / "benchmark.json").read_text())
     assert record["machine"]["matmul_peak_gflops"] > 0
     assert record["machine"]["torch_runtime"]["allocator"]
@@ -67,6 +68,48 @@ def test_reports_hold_every_format_and_batch(bench: Path) -> None:
     for name in ("model.onnx", "model.int8.onnx", "pruned-r0.5.ckpt"):
         assert (bench / name).is_file()
     assert "speed-up" in (bench / "stdout.txt").read_text()
+
+
+def test_each_format_is_measured_against_its_own_peak_and_none_exceeds_it(bench: Path) -> None:
+    record = json.loads((bench / "benchmark.json").read_text())
+    peaks = record["machine"]["peaks"]
+    assert set(peaks) == {"fp32", "int8"}
+    assert "MatMulInteger u8s8" in peaks["int8"]["kernel"]
+    for peak in peaks.values():
+        # Timed in the formats' own rounds: 2 batches x 2 repeats, median and spread printed.
+        assert peak["rounds"] == 4
+        assert peak["low"] <= peak["gops"] <= peak["high"]
+    rows = record["rows"]
+    int8 = next(r for r in rows if r["format"] == "onnx-int8" and r["batch"] == 1)
+    assert int8["peak_pct"] == pytest.approx(
+        100 * int8["gflops_per_s"] / peaks["int8"]["gops"], rel=0.02, abs=0.1
+    )
+    printed = (bench / "stdout.txt").read_text() + (bench / "benchmark.md").read_text()
+    assert "int8 GEMM peak" in printed
+    assert "spread" in printed
+    # Every share of peak printed in the table and the reports is a real share.
+    for r in rows:
+        assert 0 < r["peak_pct"] <= 100, r
+    table = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| ")]
+    column = [c.strip() for c in table[0]].index("% peak")
+    shares = [float(cells[column]) for cells in table[1:] if cells[column].strip() != "-"]
+    assert len(shares) == len(rows)
+    assert max(shares) <= 100
+
+
+def test_the_served_default_is_compared_with_the_original_miniunet(bench: Path) -> None:
+    record = json.loads((bench / "benchmark.json").read_text())
+    head = record["headline"]
+    by = {(r["format"], r["batch"]): r for r in record["rows"]}
+    assert head["served"] == "onnx-int8"
+    assert head["batch"] == 1
+    assert head["size"] == 32
+    assert head["ratio"] == pytest.approx(
+        by["baseline", 1]["p50_ms"] / by["onnx-int8", 1]["p50_ms"], rel=0.01
+    )
+    out = (bench / "stdout.txt").read_text()
+    assert f"= {head['ratio']:.2f}x" in out
+    assert "MiniUNet" in out
 
 
 def test_min_miou_fails_naming_the_formats_below(
@@ -96,6 +139,7 @@ def test_a_failing_format_is_a_row_not_a_crash() -> None:
         speedup=1.0,
         gflops_per_s=100.0,
         peak_pct=10.0,
+        peak_of="fp32",
         gflops_per_image=2.0,
     )
     assert (rows[1].status, rows[1].p50_ms, rows[1].detail) == ("failed", None, "export failed")

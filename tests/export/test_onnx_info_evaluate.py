@@ -9,8 +9,9 @@ from _onnx_project import TrainedProject
 from typer.testing import CliRunner
 
 from cmi_cli.cli.app import app
+from cmi_cli.export.evaluate import evaluate_onnx
 from cmi_cli.export.metadata import sha256_file
-from cmi_cli.training.evaluate import evaluate_checkpoint, evaluate_onnx
+from cmi_cli.training.evaluate import evaluate_checkpoint
 
 runner = CliRunner()
 
