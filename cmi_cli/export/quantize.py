@@ -266,7 +266,7 @@ def quantize_onnx(
             weights per channel, 32 min-max calibration images).
         calib_data: Dataset whose training split calibrates; default the model's own.
         data_root: Dataset for the fp32/int8 comparison; default ``calib_data`` or the model's.
-        split: Split to compare on; default the validation split.
+        split: Split to compare on; default the model's validation split (carved from train).
         max_miou_drop: Largest accepted mIoU loss.
         batch_size: Images per inference while scoring.
         graph_optimization_level: ONNX Runtime optimisation level for scoring and timing.
@@ -315,8 +315,11 @@ def quantize_onnx(
         onnx.save(proto, str(tmp))
         int8 = OnnxPredictor(tmp, graph_optimization_level=graph_optimization_level)
         io_names = (int8.input_name, int8.output_name)
+        # Keeping or rejecting the int8 model is a selection: it is made on the validation
+        # split (carved from train), never on test, which only `cmi evaluate` reports.
+        val_split = split or (lineage.get("data") or {}).get("val_split")
         split_name, n, miou32, miou8, agreement = compare_on_split(
-            fp32, int8, eval_root, split, batch_size
+            fp32, int8, eval_root, val_split, batch_size
         )
         size = int(lineage["preprocessing"]["image_size"])
         lat32, lat8 = batch1_latencies([fp32, int8], size)

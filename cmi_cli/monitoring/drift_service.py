@@ -70,7 +70,7 @@ class DriftMonitor:
     def __init__(
         self,
         reference: FeatureTable,
-        log_dir: Path,
+        log_dir: Path | str,
         registry: Any = None,
         window: int = DEFAULT_WINDOW,
         interval_s: float = DEFAULT_INTERVAL_S,
@@ -80,7 +80,9 @@ class DriftMonitor:
         max_concurrency: int = 1,
         cache_s: float = 60.0,
     ) -> None:
-        self.reference, self.log_dir = reference, Path(log_dir)
+        # A gs:// log stays a URL (Path would fold its '//').
+        self.reference = reference
+        self.log_dir: Path | str = log_dir if str(log_dir).startswith("gs://") else Path(log_dir)
         self.max_concurrency, self.cache_s = max_concurrency, cache_s
         self._cache: dict[tuple[str, int], tuple[float, DriftResult]] = {}
         self._running: dict[tuple[str, int], asyncio.Future[DriftResult]] = {}
@@ -108,7 +110,13 @@ class DriftMonitor:
 
         if self._computations is not None:
             self._computations.inc()
-        records = read_predictions(self.log_dir, window=window or self.window)
+        if isinstance(self.log_dir, str):
+            from cmi_cli.monitoring.prediction_log import read_gcs_predictions
+
+            # The served gs:// log (Cloud Run): its newest records, uploaded in batches.
+            records = read_gcs_predictions(self.log_dir)[-(window or self.window) :]
+        else:
+            records = read_predictions(self.log_dir, window=window or self.window)
         current = table_from_log(
             records, self.reference.share_classes, source=f"last {len(records)} requests"
         )
@@ -320,11 +328,6 @@ def monitor_from_settings(
     if not getattr(settings, "log_predictions", True):
         return None, "drift monitoring needs the prediction log (it is off: --no-log)"
     log_dir = str(getattr(settings, "log_dir", "predictions"))
-    if log_dir.startswith("gs://"):
-        return (
-            None,
-            "drift monitoring reads a local prediction log; run 'cmi drift-check' on the gs:// log",
-        )
     ref_setting = _setting(settings, "reference", None, Path)
     try:
         path = ref_setting or reference_path_for(Path(settings.model), lineage)
@@ -333,12 +336,14 @@ def monitor_from_settings(
         return None, f"drift monitoring is off: {exc.message}"
     # Clients see the reference by its name beside the model, not the server's absolute path.
     folder = Path(settings.model).resolve().parent
+    shown = relative_name(str(Path(path).resolve()), folder)
+    custom = ref_setting is not None
     reference = dataclasses.replace(
-        reference, source=relative_name(str(Path(path).resolve()), folder)
+        reference, source=_describe_reference(shown, len(reference), lineage, custom)
     )
     monitor = DriftMonitor(
         reference,
-        Path(log_dir),
+        log_dir if log_dir.startswith("gs://") else Path(log_dir),
         registry,
         window=_setting(settings, "drift_window", DEFAULT_WINDOW, int),
         interval_s=_setting(settings, "drift_interval_s", DEFAULT_INTERVAL_S, float),
@@ -349,3 +354,13 @@ def monitor_from_settings(
         cache_s=_setting(settings, "drift_cache_s", 60.0, float),
     )
     return monitor, ""
+
+
+def _describe_reference(name: str, rows: int, lineage: dict[str, Any] | None, custom: bool) -> str:
+    """Say which reference the service compares with: its file and the data it came from."""
+    if custom or not lineage:
+        return f"{name} ({rows} photos, given with --reference)" if custom else name
+    data = lineage.get("data") or {}
+    split = data.get("reference_split") or data.get("val_split")
+    md5 = str(data.get("dvc_md5") or "")[:12] or "n/a"
+    return f"{name} ({rows} photos of the {split!r} split of data {md5}, saved at training)"

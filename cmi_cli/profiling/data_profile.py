@@ -185,7 +185,7 @@ def profile_data(
         )
     profile.hotspots = hotspots(stats)
     reader = (
-        "cmi_cli/data/cache.py" if profile.profiled_source == "cache" else "cmi_cli/data/layout.py"
+        "cmi_cli/data/cache.py" if profile.profiled_source == "cache" else "cmi_cli/data/source.py"
     )
     profile.read_share = _share_of(stats, reader, "read")
     _recommend(profile, cuda=torch.cuda.is_available())

@@ -27,7 +27,7 @@ def test_profile_of_the_decoding_loader(tiny_project: Path) -> None:
     assert (rate.source, rate.workers, len(rate.runs)) == ("decode", 0, 2)
     assert rate.images_per_s > 0
     functions = [h.function for h in profile.hotspots]
-    assert any("cmi_cli/data/layout.py" in f and "(read)" in f for f in functions), functions
+    assert any("cmi_cli/data/source.py" in f and "(read)" in f for f in functions), functions
     assert any("cmi_cli/data/dataset.py" in f for f in functions)
     assert not any("(_endless)" in f for f in functions)  # the timing loop is left out
     cumulative = [h.cumulative_s for h in profile.hotspots]

@@ -136,6 +136,16 @@ def test_served_log_goes_to_gcs_and_drift_check_reads_it_back(
     assert report["n_current"] == 6
     assert report["current"] == url
 
+    # The service's own drift monitor reads the same bucket (Cloud Run logs to gs://).
+    from cmi_cli.monitoring.drift_service import DriftMonitor
+    from cmi_cli.monitoring.model_reference import reference_path_for
+    from cmi_cli.reference.table import load_table
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+        monitor = DriftMonitor(load_table(reference_path_for(run)), url, min_samples=2)
+        assert monitor.compute().n_current == 6
+
 
 def test_open_prediction_log_bounds_a_folder_by_default(tmp_path: Path) -> None:
     log = open_prediction_log(str(tmp_path))

@@ -321,7 +321,9 @@ def test_parallel_drift_requests_for_one_window_compute_once(
         assert "cmi_drift_computations_total 1.0" in metrics
         report = answers[0].json()
         assert not report["reference"].startswith("/")  # no server path
-        assert report["reference"] == "model.reference.csv"
+        # Which reference: its file beside the model, and the data it was made from.
+        assert report["reference"].startswith("model.reference.csv (")
+        assert "'train' split" in report["reference"]
 
         # Every slot busy with another window: 503 with Retry-After, not a queue.
         with ThreadPoolExecutor(2) as pool:
