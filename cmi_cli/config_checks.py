@@ -82,6 +82,7 @@ _CHECKS: dict[str, Rule] = {
     "checkpoint.save_top_k": _int(-1),
     "checkpoint.save_last": _FLAG,
     "num_prediction_images": _int(0),
+    "test_after_fit": _FLAG,
     "trainer.accelerator": _choice(*ACCELERATORS),
     "trainer.devices": (
         (lambda v: _is_int(v, 1) or v in ("auto", -1) or isinstance(v, (str, list))),

@@ -136,7 +136,7 @@ def run_quickstart(
         result.artifacts["checkpoint"] = run.best_ckpt
         best = run.metrics.get("best", {})
         return (
-            f"{run.metrics.get('epochs_run')} epochs, best val mIoU "
+            f"{run.metrics.get('epochs_run')} epochs, best validation mIoU (carved from train) "
             f"{_fmt(best.get('val/miou'))} (epoch {run.metrics.get('best_epoch')}), "
             f"{run.run_dir.relative_to(directory)}"
         )
@@ -155,7 +155,8 @@ def run_quickstart(
         )
         return (
             f"test mIoU {_fmt(ev.scores.miou)}, pixel accuracy "
-            f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} images"
+            f"{_fmt(ev.scores.pixel_accuracy)} on {ev.num_images} held-out images "
+            "at their own size"
         )
 
     def export() -> str:

@@ -176,14 +176,26 @@ def stats(
         typer.Option("--out", "-o", help="Folder for stats.json and class_shares.png."),
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Classes shown at each end.")] = 10,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            min=0.001,
+            max=0.5,
+            help="The data.val_fraction whose validation share of train to describe.",
+        ),
+    ] = 0.1,
 ) -> None:
-    """Show images per split and each class's share of pixels; write a PNG bar chart."""
+    """Show images per split and each class's share of pixels; write a PNG bar chart.
+
+    Also shows which share of train validation is carved from (chosen by a hash of names).
+    """
     from cmi_cli.data.stats import compute_stats, render_stats, write_class_share_plot
     from cmi_cli.paths import DEFAULT_REPORTS_DIR, resolve_data_root
     from cmi_cli.utils.files import atomic_write_text
 
     data_root = resolve_data_root(root)
-    result = compute_stats(data_root, show_progress=not is_quiet())
+    result = compute_stats(data_root, show_progress=not is_quiet(), val_fraction=val_fraction)
     render_stats(result, out_console(), top=top)
     out_dir = out if out is not None else DEFAULT_REPORTS_DIR / "data"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,21 @@ def evaluate_cmd(
         typer.Option("--data", help="Dataset root. Default: the one the model was trained on."),
     ] = None,
     split: Annotated[
-        str | None, typer.Option("--split", help="Split to score. Default: the validation split.")
+        str | None,
+        typer.Option(
+            "--split",
+            help="Split to score. Default: the held-out test split ('validation' in the parquet "
+            "export). 'val' is the share of train that picked the checkpoint.",
+        ),
     ] = None,
+    resolution: Annotated[
+        str,
+        typer.Option(
+            "--resolution",
+            help="Where to score: 'label' upsamples the logits to each annotation's own size "
+            "(as FoodSeg103 papers report); 'model' scores at the training size.",
+        ),
+    ] = "label",
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Where to write the JSON. Default: the run folder."),
@@ -118,7 +131,9 @@ def evaluate_cmd(
     from cmi_cli.training.summary import render_eval_result
     from cmi_cli.utils.files import atomic_write_text
 
-    result = evaluate_model(model, data_root=data, split=split, batch_size=batch_size)
+    result = evaluate_model(
+        model, data_root=data, split=split, batch_size=batch_size, resolution=resolution
+    )
     render_eval_result(result, out_console())
     out = json_path or default_eval_json(model, result.split)
     atomic_write_text(out, json.dumps(result.to_dict(), indent=2))

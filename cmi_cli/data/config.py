@@ -113,7 +113,14 @@ class DataConfig:
         std: Per-channel RGB standard deviation used to normalise inputs.
         augment: Training augmentation.
         train_split: Split to train on.
-        val_split: Split to validate on; ``None`` picks ``test`` (folder) or ``validation``.
+        val_split: Split that picks checkpoints, stops early and scores sweeps. ``None``
+            carves ``val_fraction`` of ``train_split`` out by a stable hash of file names
+            (see :mod:`cmi_cli.data.split`); a name uses that stored split as it is.
+        val_fraction: Share of ``train_split`` carved out for validation when ``val_split``
+            is ``None`` (at least 3 pairs), in ``(0, 0.5]``.
+        test_split: The held-out test split, scored only by ``cmi evaluate`` or the optional
+            final test step; ``None`` picks ``test`` (folder) or ``validation`` (the parquet
+            export's name for FoodSeg103's test split).
         limit: Use only the first N pairs of each split (quick runs and tests).
         cache: ``auto`` reads the packed cache that ``cmi data prepare`` builds when one of
             ``image_size`` matches the data; ``off`` always decodes the files.
@@ -133,6 +140,8 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train_split: str = "train"
     val_split: str | None = None
+    val_fraction: float = 0.1
+    test_split: str | None = None
     limit: int | None = None
     cache: Literal["auto", "off"] = "auto"
     cache_dir: str | None = None
@@ -182,6 +191,17 @@ class DataConfig:
                 "val_split",
                 self.val_split is None
                 or (isinstance(self.val_split, str) and bool(self.val_split)),
+                "null or a split name",
+            ),
+            (
+                "val_fraction",
+                _is_number(self.val_fraction) and 0 < self.val_fraction <= 0.5,
+                "a number in (0, 0.5]",
+            ),
+            (
+                "test_split",
+                self.test_split is None
+                or (isinstance(self.test_split, str) and bool(self.test_split)),
                 "null or a split name",
             ),
             ("limit", _none_or_positive(self.limit), "null or an integer >= 1"),

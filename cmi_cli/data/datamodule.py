@@ -18,7 +18,8 @@ from cmi_cli.data.batch_transforms import BatchAugment, BatchPreprocess
 from cmi_cli.data.cache import PackedCache, default_cache_dir, find_cache
 from cmi_cli.data.config import AugmentConfig, DataConfig, LoaderSettings, resolve_loader_settings
 from cmi_cli.data.dataset import SegmentationDataset
-from cmi_cli.data.layout import DatasetSource, default_val_split, open_dataset
+from cmi_cli.data.layout import DatasetSource, open_dataset
+from cmi_cli.data.split import CarvedSource, ValidationCarve, default_test_split
 from cmi_cli.errors import DataError
 
 __all__ = ["AugmentConfig", "DataConfig", "SegmentationDataModule"]
@@ -65,20 +66,38 @@ class SegmentationDataModule(L.LightningDataModule):
 
     @property
     def source(self) -> DatasetSource:
-        """The opened dataset (opened on first use)."""
+        """The opened dataset (opened on first use), with validation carved out of training.
+
+        With ``val_split: null`` (the default) the training split is divided by a stable hash
+        of file names (see :mod:`cmi_cli.data.split`), so neither validation nor test pairs
+        are ever trained on and test pairs never pick a checkpoint.
+        """
         if self._source is None:
-            self._source = open_dataset(self.root)
+            stored = open_dataset(self.root)
+            if self.cfg.val_split is None and self.cfg.train_split in stored.splits():
+                self._source = CarvedSource(stored, self.cfg.val_fraction, self.cfg.train_split)
+            else:
+                self._source = stored
         return self._source
 
     @property
     def val_split(self) -> str:
-        """The split used for validation (the config's, or the layout's default)."""
-        return self.cfg.val_split or default_val_split(self.source)
+        """The split used for validation: the carved one (``val``), or the configured one."""
+        source = self.source
+        if isinstance(source, CarvedSource):
+            return source.val_name
+        return self.cfg.val_split or "val"
 
     @property
     def test_split(self) -> str:
-        """The split used for testing: ``test`` when present, else the validation split."""
-        return "test" if "test" in self.source.splits() else self.val_split
+        """The held-out test split (the config's, or ``test`` / the parquet ``validation``)."""
+        return self.cfg.test_split or default_test_split(self.source)
+
+    @property
+    def validation_carve(self) -> ValidationCarve | None:
+        """What was carved out of training for validation, or ``None`` with a stored split."""
+        source = self.source
+        return source.carve() if isinstance(source, CarvedSource) else None
 
     @property
     def class_names(self) -> list[str]:
@@ -127,9 +146,21 @@ class SegmentationDataModule(L.LightningDataModule):
                 log.info("reading pairs from the packed cache %s", self.cache.path)
         self.train_set = self._dataset(cfg.train_split)
         self.val_set = self._dataset(self.val_split)
+        # Test pairs are loaded only for an explicit test step, and never stand in for
+        # validation: a dataset without a test split simply has no test loader.
         self.test_set = (
-            self.val_set if self.test_split == self.val_split else self._dataset(self.test_split)
+            self._dataset(self.test_split) if self.test_split in source.splits() else None
         )
+        overlap = {i.key for i in self.val_set.items} & {i.key for i in self.train_set.items}
+        if self.test_set is not None:
+            overlap |= {i.key for i in self.test_set.items} & (
+                {i.key for i in self.train_set.items} | {i.key for i in self.val_set.items}
+            )
+        if overlap:
+            raise DataError(
+                f"splits of {self.root} share {len(overlap)} pairs (e.g. {sorted(overlap)[0]})",
+                hint="train, validation and test must not overlap; check data.*_split",
+            )
         if cfg.batch_size > len(self.train_set):
             raise DataError(
                 f"data.batch_size is {cfg.batch_size} but split {cfg.train_split!r} of "
@@ -151,8 +182,10 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _dataset(self, split: str) -> SegmentationDataset:
         packed = None
-        if self.cache is not None and split in self.cache.splits:
-            packed = self.cache.split(split)
+        # A carved split reads from the cache of the stored split its pairs came from.
+        stored = {item.split for item in self.source.items(split)}
+        if self.cache is not None and len(stored) == 1 and stored <= set(self.cache.splits):
+            packed = self.cache.split(stored.pop())
         size, limit = self.cfg.image_size, self.cfg.limit
         try:
             dataset = SegmentationDataset(self.source, split, size, limit=limit, cache=packed)
@@ -226,7 +259,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        """Test batches of uint8 pairs (the test split, else the validation split)."""
+        """Test batches of uint8 pairs (the held-out test split; never used for selection)."""
         return self._loader(self.test_set, train=False)
 
 

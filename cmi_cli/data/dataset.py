@@ -29,7 +29,8 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         image_size: Side of the square pairs.
         limit: Serve only the first ``limit`` pairs.
         cache: The split packed by ``cmi data prepare`` at ``image_size``: pairs are copied
-            out of it instead of being decoded. Its keys must be the split's, in order.
+            out of it instead of being decoded. It must hold every pair of the split (it may
+            hold more: a carved split reads from the cache of the split it came from).
 
     Raises:
         ValueError: If the cache holds other pairs than the split, or another size.
@@ -50,8 +51,11 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if cache is not None:
             if cache.size != image_size:
                 raise ValueError(f"the cache holds {cache.size} px pairs, not {image_size} px")
-            if cache.keys[: len(self.items)] != [i.key for i in self.items]:
-                raise ValueError(f"the cache of split {split!r} holds other pairs than the dataset")
+            where = {key: i for i, key in enumerate(cache.keys)}
+            missing = [i.key for i in self.items if i.key not in where]
+            if missing:
+                raise ValueError(f"the cache lacks {len(missing)} pairs of split {split!r}")
+            self._rows = [where[i.key] for i in self.items]
         self.cache = cache
 
     def __len__(self) -> int:
@@ -60,7 +64,7 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return pair ``index`` as writable ``(image SxSx3 uint8, mask SxS uint8)`` arrays."""
         if self.cache is not None:
-            return self.cache.read(index)
+            return self.cache.read(self._rows[index])
         image, mask = resize_pair(*self.source.read(self.items[index]), self.image_size)
         # np.array: decoded arrays may be read-only views of Pillow's buffers.
         return np.array(image), np.array(mask)

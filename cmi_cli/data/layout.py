@@ -165,6 +165,13 @@ class DatasetSource(ABC):
             DataError: If the split does not exist.
         """
 
+    def pair_names(self, split: str) -> dict[str, str]:
+        """Return a stable name per item key of a split (what the validation hash reads).
+
+        The key itself here: ``train/00017`` names the files in the folder layout.
+        """
+        return {item.key: item.key for item in self.items(split)}
+
     @abstractmethod
     def read_image_bytes(self, item: Item) -> bytes:
         """Return the encoded image of an item as stored.
@@ -299,8 +306,10 @@ def open_dataset(root: Path) -> DatasetSource:
 
 
 def default_val_split(source: DatasetSource) -> str:
-    """Return the split used for validation: ``test`` in the folder layout, else ``validation``.
+    """Return the stored held-out split: ``test`` in the folder layout, else ``validation``.
 
+    This is FoodSeg103's test set (the parquet export names it ``validation``); training
+    validates on a share carved out of ``train`` instead (see :mod:`cmi_cli.data.split`).
     Falls back to the other name when only that one is present.
     """
     preferred = ["test", "validation"] if source.kind == "folder" else ["validation", "test"]
@@ -311,16 +320,14 @@ def default_val_split(source: DatasetSource) -> str:
 def open_split(
     root: Path, split: str | None = None, hint: str = "Pass a split the dataset has"
 ) -> tuple[DatasetSource, str]:
-    """Open a dataset and name the split to read (default: its validation split).
+    """Open a dataset and name the split to read (default: its test split).
+
+    ``val`` (or ``val@F``) names the validation share carved out of ``train``; see
+    :func:`cmi_cli.data.split.open_split`.
 
     Raises:
         DataError: If the dataset is missing or has no such split.
     """
-    source = open_dataset(Path(root))
-    split = split or default_val_split(source)
-    if split not in source.splits():
-        raise DataError(
-            f"dataset {root} has no {split!r} split (it has: {', '.join(source.splits())})",
-            hint=hint,
-        )
-    return source, split
+    from cmi_cli.data.split import open_split as open_any_split
+
+    return open_any_split(root, split, hint)

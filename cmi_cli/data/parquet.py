@@ -108,6 +108,30 @@ class ParquetSource(DatasetSource):
                 out.append(Item(f"{split}-{len(out):05d}", split, path, path, row))
         return out
 
+    def pair_names(self, split: str) -> dict[str, str]:
+        """Return ``<split>/<stem of the image's stored path>`` per key (see the base class).
+
+        Only the ``image.path`` field is read, never the image bytes. Keys number rows in file
+        order, so a name taken from the export's own file names keeps the validation hash
+        independent of row order, and equal to the folder layout's ``train/00017``; without a
+        path for every row, or with duplicates, the keys are used.
+        """
+        items = self.items(split)
+        stems: list[str | None] = []
+        import pyarrow as pa
+
+        for path in self.files[split]:
+            for group in range(len(self._row_groups(path))):
+                try:
+                    table = self._file(path).read_row_group(group, columns=["image.path"])
+                    values = table.column("image").to_pylist()
+                except (OSError, KeyError, pa.ArrowException):
+                    return super().pair_names(split)
+                stems += [Path(v["path"]).stem if v and v.get("path") else None for v in values]
+        if len(stems) != len(items) or None in stems or len(set(stems)) != len(stems):
+            return super().pair_names(split)
+        return {item.key: f"{split}/{stem}" for item, stem in zip(items, stems, strict=True)}
+
     def read_image_bytes(self, item: Item) -> bytes:
         """Return the encoded image of a row (see :class:`DatasetSource`)."""
         return self._cell_bytes(item, "image")

@@ -11,6 +11,7 @@ import numpy as np
 from cmi_cli.classes import IGNORE_INDEX
 from cmi_cli.console import err_console, is_quiet
 from cmi_cli.data.layout import open_dataset
+from cmi_cli.data.split import DEFAULT_VAL_FRACTION, CarvedSource
 from cmi_cli.errors import DataError
 from cmi_cli.utils.files import atomic_path
 
@@ -31,6 +32,8 @@ class DatasetStats:
         pixels_per_split: The same per split.
         ignore_pixels: Pixels labelled 255 over all splits.
         unreadable: Keys of pairs whose mask could not be decoded (left out of the counts).
+        validation: The validation share training carves out of ``train``
+            (:meth:`cmi_cli.data.split.ValidationCarve.to_dict`), or ``None`` without ``train``.
     """
 
     root: str
@@ -41,6 +44,7 @@ class DatasetStats:
     pixels_per_split: dict[str, dict[int, int]] = field(default_factory=dict)
     ignore_pixels: int = 0
     unreadable: list[str] = field(default_factory=list)
+    validation: dict[str, Any] | None = None
 
     def name(self, class_id: int) -> str:
         """Return a class's name, or ``id N`` for ids the class list does not cover."""
@@ -75,15 +79,22 @@ class DatasetStats:
                 for s, counts in self.pixels_per_split.items()
             },
             "unreadable": list(self.unreadable),
+            "validation": self.validation,
         }
 
 
-def compute_stats(root: Path, show_progress: bool = True) -> DatasetStats:
+def compute_stats(
+    root: Path, show_progress: bool = True, val_fraction: float = DEFAULT_VAL_FRACTION
+) -> DatasetStats:
     """Count images per split and pixels per class over every mask of a dataset.
+
+    Splits are counted as stored; the validation share training carves out of ``train``
+    is described beside them (``validation``).
 
     Args:
         root: The dataset root, in either known layout.
         show_progress: Show a progress bar on stderr (never under ``--quiet``).
+        val_fraction: The ``data.val_fraction`` to describe the carve with.
 
     Raises:
         DataError: If the root is missing or not a known layout.
@@ -94,6 +105,8 @@ def compute_stats(root: Path, show_progress: bool = True) -> DatasetStats:
 
     source = open_dataset(Path(root))
     stats = DatasetStats(str(root), source.kind, list(source.class_names))
+    if "train" in source.splits():
+        stats.validation = CarvedSource(source, val_fraction).carve().to_dict()
     total = np.zeros(256, dtype=np.int64)
     with Progress(
         "[progress.description]{task.description}",
@@ -123,6 +136,14 @@ def compute_stats(root: Path, show_progress: bool = True) -> DatasetStats:
     return stats
 
 
+def _test_name(stats: DatasetStats) -> str:
+    if "test" in stats.images:
+        return "'test'"
+    if "validation" in stats.images:
+        return "'validation' (the export's name for the test split)"
+    return "the test split"
+
+
 def _present(counts: np.ndarray) -> dict[int, int]:
     return {int(c): int(counts[c]) for c in np.flatnonzero(counts) if c != IGNORE_INDEX}
 
@@ -148,6 +169,14 @@ def render_stats(stats: DatasetStats, console: Console, top: int = 10) -> None:
         splits.add_row(split, str(n))
     splits.add_row("[bold]total[/bold]", f"[bold]{sum(stats.images.values())}[/bold]")
     console.print(splits)
+    val = stats.validation
+    if val:
+        console.print(
+            f"Validation: {val['count']} of {val['count'] + val['train_count']} {val['from']} "
+            f"images ({val['fraction']:.0%}, split {val['split']!r}, chosen by sha1 of names; "
+            f"names sha1 {val['names_sha1']}). They pick checkpoints; "
+            f"{_test_name(stats)} is only for final scores."
+        )
     ranked = _ranked(stats)
     console.print(
         f"{len(ranked)} of {len(stats.class_names)} classes present; "

@@ -28,6 +28,18 @@ from cmi_cli.monitoring.reference import (
 log = logging.getLogger(__name__)
 
 
+def reference_split(lineage: dict[str, Any]) -> str | None:
+    """Return the split a model's drift reference is computed on.
+
+    The held-out split the lineage names (``data.reference_split``: the test split, which the
+    model never trained on and whose scores ``cmi evaluate`` reports); older models name
+    only ``data.val_split``.
+    """
+    data = lineage.get("data") or {}
+    split = data.get("reference_split") or data.get("val_split")
+    return str(split) if split else None
+
+
 def reference_path_for(model: Path, lineage: dict[str, Any] | None = None) -> Path:
     """Return where the reference of a checkpoint, run folder or ONNX model lies.
 
@@ -134,7 +146,7 @@ def save_model_reference(
 
     predict, lineage = load_predictor(model)
     root = resolve_eval_data(lineage, data_root)
-    split = split or (lineage.get("data") or {}).get("val_split")
+    split = split or reference_split(lineage)
     table = compute_features(
         root, split, lineage=lineage, predict=predict, batch_size=batch_size, limit=limit
     )
@@ -172,7 +184,7 @@ def save_run_reference(
         lineage: Its lineage (preprocessing, class names, data root and validation split).
         run_dir: The run folder.
         data_root: Dataset; default the lineage's ``data.root``.
-        split: Split; default the lineage's ``data.val_split``.
+        split: Split; default the lineage's ``data.reference_split`` (else ``val_split``).
         limit: At most this many images (the run's ``data.limit``).
 
     Returns:
@@ -181,7 +193,7 @@ def save_run_reference(
     data = lineage.get("data") or {}
     table = compute_features(
         Path(data_root or str(data.get("root", "data/foodseg103"))),
-        split or data.get("val_split"),
+        split or reference_split(lineage),
         lineage=lineage,
         predict=torch_predict(net),
         limit=limit,
@@ -214,7 +226,7 @@ def reference_for_export(
             from cmi_cli.training.evaluate import resolve_eval_data
 
             root = resolve_eval_data(lineage, data_root)
-            split = (lineage.get("data") or {}).get("val_split")
+            split = reference_split(lineage)
             table = compute_features(root, split, lineage=lineage, predict=torch_predict(net),
                                      show_progress=False)  # fmt: skip
         except DataError as exc:

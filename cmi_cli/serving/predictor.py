@@ -18,6 +18,7 @@ from PIL import Image
 from cmi_cli.classes import BACKGROUND_ID, class_colors
 from cmi_cli.data.transforms import normalize, resize_image
 from cmi_cli.errors import ArtifactError
+from cmi_cli.export.upsample import upsample_argmax
 from cmi_cli.monitoring.features import SoftmaxSummary, prediction_features, summarize_scores
 
 
@@ -80,7 +81,7 @@ class ClassShare:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """A post-processed prediction at the model's resolution."""
+    """A post-processed prediction at the model's resolution (``S x S``)."""
 
     mask: np.ndarray
     classes: list[ClassShare]
@@ -146,9 +147,10 @@ class ServedModel:
     def postprocess(self, logits: np.ndarray) -> Segmentation:
         """Reduce ``[C, H, W]`` logits to a mask, class shares and confidences.
 
-        Shares are of the model-resolution mask; confidence is the mean max-softmax of the
-        class's pixels, on the sampled grid of :func:`summarize_scores` (exactly, for a
-        class too small to appear on that grid).
+        Shares are of the model-resolution (``S x S``) mask, the grid JSON responses and the
+        prediction log use; confidence is the mean max-softmax of the class's pixels, on the
+        sampled grid of :func:`summarize_scores` (exactly, for a class too small to appear on
+        that grid). Photo-size masks come from :meth:`segment_full`.
         """
         summary = summarize_scores(logits)
         feats = prediction_features(summary, self.class_names)
@@ -170,15 +172,62 @@ class ServedModel:
             )
         return Segmentation(summary.mask.astype(np.uint8), classes, feats)
 
+    def segment_full(
+        self, logits: np.ndarray, width: int, height: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the photo-size mask and confidence of one image's ``[C, S, S]`` logits.
+
+        The logits are upsampled bilinearly (half-pixel, as the model's input was resized)
+        to ``height x width`` before the argmax, so boundaries follow the photo's pixels
+        instead of ``S x S`` blocks; memory stays bounded for any photo size (see
+        :func:`cmi_cli.export.upsample.upsample_argmax`; numpy only, no torch).
+
+        Returns:
+            ``(mask uint8 [height, width], confidence float32 [height, width])``.
+        """
+        return upsample_argmax(logits, int(height), int(width))
+
+    def class_shares(self, mask: np.ndarray, confidence: np.ndarray) -> list[ClassShare]:
+        """Return the classes of a photo-size mask, largest first.
+
+        Each with its share of the mask's pixels and the mean confidence of those pixels
+        (the pair :meth:`segment_full` returns).
+        """
+        n = len(self.class_names)
+        flat = mask.ravel()
+        counts = np.bincount(flat, minlength=n)
+        conf_sum = np.bincount(flat, confidence.ravel(), minlength=n)
+        out = []
+        for cid in np.argsort(-counts, kind="stable"):
+            if counts[cid] == 0:
+                break
+            out.append(
+                ClassShare(
+                    int(cid),
+                    self.class_names[cid],
+                    float(counts[cid] / flat.size),
+                    float(conf_sum[cid] / counts[cid]),
+                    int(counts[cid]),
+                )
+            )
+        return out
+
     def full_mask(self, mask: np.ndarray, width: int, height: int) -> np.ndarray:
-        """Resize a model-resolution mask to the photo's size (nearest: ids stay ids)."""
+        """Resize a model-resolution mask with nearest neighbour (blocky edges).
+
+        Kept for masks without logits; prefer :meth:`segment_full`, which upsamples the logits.
+        """
         if mask.shape == (height, width):
             return mask
         img = Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST)
         return np.asarray(img)
 
     def overlay(self, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-        """Blend the class colours over the photo; background pixels stay as they are."""
+        """Blend the class colours over the photo; background pixels stay as they are.
+
+        ``mask`` should be the photo-size mask of :meth:`segment_full`; a smaller one is
+        enlarged with nearest neighbour.
+        """
         full = self.full_mask(mask, rgb.shape[1], rgb.shape[0])
         weight = np.where(full == BACKGROUND_ID, 0.0, alpha).astype(np.float32)[..., None]
         colored = self._palette[full].astype(np.float32)

@@ -262,9 +262,12 @@ class SegmentService:
         width, height = photo.width, photo.height
         result = ImageResult(uuid.uuid4().hex, filename, width, height, inference_ms, 0.0, seg)
         if output == "mask":
-            result.body = encode_png(self.model.full_mask(seg.mask, width, height))
+            # Logits upsampled to the photo's size before the argmax: no blocky edges.
+            result.body = encode_png(self.model.segment_full(logits, width, height)[0])
         elif output == "overlay" or overlay:
-            jpeg = encode_jpeg(self.model.overlay(photo.rgb, seg.mask))
+            rows, cols = photo.rgb.shape[:2]
+            full, _ = self.model.segment_full(logits, cols, rows)
+            jpeg = encode_jpeg(self.model.overlay(photo.rgb, full))
             if output == "overlay":
                 result.body = jpeg
             else:

@@ -2,6 +2,19 @@
 
 The loop takes a ``predict`` function (batch of normalised images -> logits as numpy), so the
 same code scores a checkpoint and, later, an ONNX model: same data, same metrics.
+
+Two resolutions can be scored:
+
+* ``label`` (the default, as FoodSeg103 papers report): each photo is resized to the model's
+  input, its logits are upsampled bilinearly back to the annotation's own size
+  (:func:`cmi_cli.export.upsample.upsample_labels`, numpy) and compared with the untouched
+  mask;
+* ``model``: image and mask are both squashed to the training size (mask by nearest
+  neighbour), as validation during training scores them; cheaper, and comparable with
+  ``val/miou``.
+
+The default split is the held-out ``test`` split (the parquet export's ``validation``);
+``val`` is the share of ``train`` that picked the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,9 +27,14 @@ from typing import Any
 import numpy as np
 
 from cmi_cli.console import is_quiet
-from cmi_cli.errors import DataError
+from cmi_cli.errors import DataError, UsageError
 
 Predict = Callable[[np.ndarray], np.ndarray]
+RESOLUTIONS = ("label", "model")
+RESOLUTION_TEXT = {
+    "label": "each annotation's own size (logits upsampled bilinearly)",
+    "model": "the model's input size (masks resized by nearest neighbour)",
+}
 
 
 @dataclass
@@ -28,6 +46,7 @@ class EvalResult:
     split: str
     num_images: int
     scores: Any  # cmi_cli.training.metrics.SegmentationScores
+    resolution: str = "label"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe record."""
@@ -36,11 +55,36 @@ class EvalResult:
             "model": str(self.model_path),
             "data": str(self.data_root),
             "split": self.split,
+            "split_role": split_role(self.split),
             "num_images": self.num_images,
+            "resolution": self.resolution,
+            "scored_at": RESOLUTION_TEXT.get(self.resolution, self.resolution),
             **self.scores.to_dict(),
             "best_classes": [{"name": n, "iou": v} for n, v in best],
             "worst_classes": [{"name": n, "iou": v} for n, v in worst],
         }
+
+
+def split_role(split: str) -> str:
+    """Say what a split is for: ``validation`` (picks checkpoints), ``test`` or ``train``."""
+    from cmi_cli.data.split import parse_val_split
+
+    if parse_val_split(split) is not None:
+        return "validation"
+    return {"train": "train", "test": "test", "validation": "test"}.get(split, split)
+
+
+def check_resolution(resolution: str) -> str:
+    """Return ``resolution`` if it is one of :data:`RESOLUTIONS`.
+
+    Raises:
+        UsageError: Otherwise.
+    """
+    if resolution not in RESOLUTIONS:
+        raise UsageError(
+            f"unknown resolution {resolution!r}", hint=f"Use one of {', '.join(RESOLUTIONS)}"
+        )
+    return resolution
 
 
 def resolve_eval_data(lineage: dict[str, Any], data_root: Path | None) -> Path:
@@ -66,8 +110,17 @@ def evaluate_predictor(
     split: str | None,
     lineage: dict[str, Any],
     batch_size: int = 8,
+    resolution: str = "label",
 ) -> tuple[str, int, Any]:
     """Score ``predict`` on a split with the preprocessing the model was trained with.
+
+    Args:
+        predict: Normalised ``[N, 3, S, S]`` float32 batch -> ``[N, C, S, S]`` logits.
+        data_root: The dataset.
+        split: A stored split, ``val``/``val@F`` (carved from train), or ``None`` for test.
+        lineage: The model's lineage (class names, preprocessing).
+        batch_size: Images per ``predict`` call.
+        resolution: ``label`` (scores at each annotation's size) or ``model``.
 
     Returns:
         ``(split, number of images, SegmentationScores)``.
@@ -76,9 +129,10 @@ def evaluate_predictor(
 
     from cmi_cli.data.batch_transforms import normalize_batch
     from cmi_cli.data.dataset import SegmentationDataset
-    from cmi_cli.data.layout import open_split
+    from cmi_cli.data.split import open_split
     from cmi_cli.training.metrics import compute_metrics, update_confusion
 
+    check_resolution(resolution)
     source, split = open_split(Path(data_root), split, hint="Pass --split with one of those")
     class_names = list(lineage["class_names"])
     if len(source.class_names) != len(class_names):
@@ -91,6 +145,9 @@ def evaluate_predictor(
     dataset = SegmentationDataset(source, split, int(pre["image_size"]))
     if len(dataset) == 0:
         raise DataError(f"split {split!r} of {data_root} is empty", hint="Check the dataset")
+    if resolution == "label":
+        conf_np = _score_at_label_size(predict, dataset, class_names, pre, batch_size)
+        return split, len(dataset), compute_metrics(conf_np, class_names)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     conf = torch.zeros(len(class_names), len(class_names), dtype=torch.int64)
     from rich.progress import Progress
@@ -107,16 +164,57 @@ def evaluate_predictor(
     return split, len(dataset), compute_metrics(conf, class_names)
 
 
+def _score_at_label_size(
+    predict: Predict,
+    dataset: Any,
+    class_names: list[str],
+    pre: dict[str, Any],
+    batch_size: int,
+) -> np.ndarray:
+    """Confusion matrix of predictions upsampled to each untouched annotation's size."""
+    from rich.progress import Progress
+
+    from cmi_cli.console import err_console
+    from cmi_cli.data.transforms import normalize, resize_image
+    from cmi_cli.export.upsample import upsample_labels
+    from cmi_cli.training.metrics import update_confusion_np
+
+    n, size = len(class_names), int(pre["image_size"])
+    conf = np.zeros((n, n), dtype=np.int64)
+    items = dataset.items
+    with Progress(console=err_console(), transient=True, disable=is_quiet()) as progress:
+        task = progress.add_task(f"evaluating on {dataset.split}", total=len(items))
+        for start in range(0, len(items), batch_size):
+            pairs = [dataset.source.read(item) for item in items[start : start + batch_size]]
+            batch = np.stack(
+                [
+                    normalize(resize_image(img, size, size), pre["mean"], pre["std"])
+                    for img, _ in pairs
+                ]
+            )
+            logits = np.asarray(predict(batch))
+            for (_, mask), scores in zip(pairs, logits, strict=True):
+                pred = upsample_labels(scores, *mask.shape)
+                update_confusion_np(conf, pred, mask, n, 255)
+            progress.advance(task, len(pairs))
+    return conf
+
+
 def evaluate_checkpoint(
-    path: Path, data_root: Path | None = None, split: str | None = None, batch_size: int = 8
+    path: Path,
+    data_root: Path | None = None,
+    split: str | None = None,
+    batch_size: int = 8,
+    resolution: str = "label",
 ) -> EvalResult:
-    """Evaluate a ``cmi train`` checkpoint on a split (default: the validation split).
+    """Evaluate a ``cmi train`` checkpoint on a split (default: the test split).
 
     Args:
         path: The checkpoint.
         data_root: Dataset to use; default: the one recorded in the checkpoint's lineage.
-        split: Split name; default: the layout's validation split.
+        split: Split name; default: the held-out test split (``val`` is the carved one).
         batch_size: Images per forward pass.
+        resolution: ``label`` (each annotation's size, the default) or ``model``.
     """
     import torch
 
@@ -129,12 +227,16 @@ def evaluate_checkpoint(
             return model(torch.from_numpy(batch)).numpy()
 
     root = resolve_eval_data(lineage, data_root)
-    split, n, scores = evaluate_predictor(predict, root, split, lineage, batch_size)
-    return EvalResult(Path(path), root, split, n, scores)
+    split, n, scores = evaluate_predictor(predict, root, split, lineage, batch_size, resolution)
+    return EvalResult(Path(path), root, split, n, scores, resolution)
 
 
 def evaluate_onnx(
-    path: Path, data_root: Path | None = None, split: str | None = None, batch_size: int = 8
+    path: Path,
+    data_root: Path | None = None,
+    split: str | None = None,
+    batch_size: int = 8,
+    resolution: str = "label",
 ) -> EvalResult:
     """Evaluate an ONNX model from ``cmi export onnx`` with ONNX Runtime on a split.
 
@@ -144,8 +246,9 @@ def evaluate_onnx(
     Args:
         path: The ``.onnx`` file (its lineage gives classes, preprocessing and data).
         data_root: Dataset to use; default: the one recorded in the model's lineage.
-        split: Split name; default: the layout's validation split.
+        split: Split name; default: the held-out test split (``val`` is the carved one).
         batch_size: Images per run (a static model runs one image at a time).
+        resolution: ``label`` (each annotation's size, the default) or ``model``.
     """
     from cmi_cli.export.ort_predict import OnnxPredictor
 
@@ -154,18 +257,23 @@ def evaluate_onnx(
         batch_size = predictor.input_shape[0]
     root = resolve_eval_data(predictor.lineage, data_root)
     split, n, scores = evaluate_predictor(
-        predictor.predict, root, split, predictor.lineage, batch_size
+        predictor.predict, root, split, predictor.lineage, batch_size, resolution
     )
-    return EvalResult(Path(path), root, split, n, scores)
+    return EvalResult(Path(path), root, split, n, scores, resolution)
 
 
 def evaluate_model(
-    path: Path, data_root: Path | None = None, split: str | None = None, batch_size: int = 8
+    path: Path,
+    data_root: Path | None = None,
+    split: str | None = None,
+    batch_size: int = 8,
+    resolution: str = "label",
 ) -> EvalResult:
     """Evaluate a checkpoint or (by its ``.onnx`` suffix) an ONNX model."""
+    check_resolution(resolution)
     if Path(path).suffix == ".onnx":
-        return evaluate_onnx(path, data_root, split, batch_size)
-    return evaluate_checkpoint(path, data_root, split, batch_size)
+        return evaluate_onnx(path, data_root, split, batch_size, resolution)
+    return evaluate_checkpoint(path, data_root, split, batch_size, resolution)
 
 
 def default_eval_json(model_path: Path, split: str) -> Path:

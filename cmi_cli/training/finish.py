@@ -64,6 +64,8 @@ def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: An
         "best": best_row,
         "final": history[-1] if history else {},
     }
+    if cfg.get("test_after_fit", False):
+        metrics["test"] = run_test_step(trainer, module, dm)
     if cfg.get("save_reference", True) and dm.val_set is not None:
         metrics["reference"] = _save_reference(module.net, lineage, run_dir, dm)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
@@ -85,13 +87,49 @@ def finish_run(cfg: DictConfig, run_dir: Path, trainer: Any, module: Any, dm: An
     )
 
 
+def run_test_step(trainer: Any, module: Any, dm: Any) -> dict[str, Any] | None:
+    """Score the best weights once on the held-out test split, after selection is over.
+
+    Logged as ``test/*`` (CSV, W&B) and returned for metrics.json and the model card; the
+    checkpoint was already chosen on validation, so nothing here can influence it.
+    """
+    if dm.test_set is None:
+        log.warning("no test split in %s: the final test step is skipped", dm.root)
+        return None
+    if int(getattr(trainer, "world_size", 1)) > 1:
+        # Only rank 0 finishes the run; a test loop needs every rank.
+        log.warning("the final test step runs in one process only; use `cmi evaluate`")
+        return None
+    trainer.test(module, datamodule=dm, verbose=False)
+    scores = module.test_scores
+    if scores is None:
+        return None
+    return {
+        "split": dm.test_split,
+        "num_images": len(dm.test_set),
+        "resolution": "model",
+        "test/miou": _finite(scores.miou),
+        "test/pixel_acc": _finite(scores.pixel_accuracy),
+        "test/mean_class_acc": _finite(scores.mean_class_accuracy),
+    }
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else float(value)
+
+
 def _save_reference(net: Any, lineage: dict[str, Any], run_dir: Path, dm: Any) -> Any:
-    """Save the validation split's features as the model's drift reference (None on failure)."""
+    """Save the held-out split's features as the model's drift reference (None on failure).
+
+    The test split (else validation): photos the model never trained on, enough of them for
+    a drift check. Only monitoring reads it; checkpoints were chosen on validation.
+    """
     from cmi_cli.errors import CmiError
     from cmi_cli.monitoring.model_reference import save_run_reference
 
     try:
-        return save_run_reference(net, lineage, run_dir, dm.root, dm.val_split, limit=dm.cfg.limit)
+        split = dm.test_split if dm.test_set is not None else dm.val_split
+        return save_run_reference(net, lineage, run_dir, dm.root, split, limit=dm.cfg.limit)
     except (CmiError, OSError) as exc:  # a missing reference must not cost the trained model
         log.warning("could not save the drift reference: %s", exc)
         return None

@@ -67,6 +67,11 @@ class SegmentationModule(L.LightningModule):
         self.val_metric = SegmentationMetric(
             len(class_names), ignore_index=self.ignore_index, class_names=class_names
         )
+        # A separate matrix for the held-out test split, so no test pixel reaches val/*.
+        self.test_metric = SegmentationMetric(
+            len(class_names), ignore_index=self.ignore_index, class_names=class_names
+        )
+        self.test_scores: SegmentationScores | None = None
         # Kept outside the module tree so the compiled wrapper adds no state_dict keys.
         compiled = torch.compile(self.net) if compile else None
         object.__setattr__(self, "_compiled", compiled)
@@ -112,6 +117,26 @@ class SegmentationModule(L.LightningModule):
         # The matrix is already summed over ranks, so every rank logs the same numbers.
         clean = {k: 0.0 if math.isnan(v) else float(v) for k, v in values.items()}
         self.log_dict(clean, prog_bar=True, sync_dist=False)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate one batch of the held-out test split (the optional final test step)."""
+        images, masks = batch
+        logits = self(images)
+        self.log("test/loss", self._loss(logits, masks), on_epoch=True, sync_dist=True)
+        self.test_metric.update(logits, masks)
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/*`` scores; they never feed checkpointing or early stopping."""
+        scores = self.test_metric.scores()
+        self.test_metric.reset()
+        self.test_scores = scores
+        values = {
+            "test/miou": scores.miou,
+            "test/pixel_acc": scores.pixel_accuracy,
+            "test/mean_class_acc": scores.mean_class_accuracy,
+        }
+        clean = {k: 0.0 if math.isnan(v) else float(v) for k, v in values.items()}
+        self.log_dict(clean, sync_dist=False)
 
     def configure_optimizers(self) -> Any:
         """Build the optimiser and the per-epoch learning-rate schedule."""

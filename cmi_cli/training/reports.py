@@ -94,7 +94,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     if xs:
         ax_miou.plot(xs, ys, marker="o", color="tab:green")
     ax_miou.set_xlabel("epoch")
-    ax_miou.set_ylabel("val mIoU")
+    ax_miou.set_ylabel("validation mIoU (split carved from train)")
     ax_miou.set_ylim(0, 1)
     ax_miou.grid(alpha=0.3)
     fig.tight_layout()
@@ -180,14 +180,32 @@ def write_model_card(lineage: dict[str, Any], metrics: dict[str, Any], path: Pat
         "",
         "## Training data",
         f"- root: `{data.get('root')}`, DVC md5: `{data.get('dvc_md5')}`",
-        f"- images: {data.get('num_train')} train, {data.get('num_val')} validation",
+        f"- images: {data.get('num_train')} train, {data.get('num_val')} validation "
+        f"(split `{data.get('val_split')}`{_carve_text(data.get('validation'))})",
         "",
-        "## Metrics (validation)",
+        "## Metrics (validation: picks the checkpoint)",
         "| metric | best | final |",
         "| --- | --- | --- |",
     ]
     for key in ("val/miou", "val/pixel_acc", "val/mean_class_acc", "val/loss"):
         lines.append(f"| {key} | {_num(best.get(key))} | {_num(final.get(key))} |")
+    test = metrics.get("test")
+    lines += ["", "## Metrics (test: held out, never used for selection)"]
+    if test:
+        lines += [
+            f"Split `{test.get('split')}`, {test.get('num_images')} images, scored at the "
+            "model's input size once training had ended.",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+        ]
+        for key in ("test/miou", "test/pixel_acc", "test/mean_class_acc"):
+            lines.append(f"| {key} | {_num(test.get(key))} |")
+    else:
+        lines.append(
+            "- not run: `cmi evaluate CHECKPOINT` scores the test split at each "
+            "annotation's own size (or train with `test_after_fit=true`)."
+        )
     lines += [
         "",
         "## Provenance",
@@ -201,6 +219,15 @@ def write_model_card(lineage: dict[str, Any], metrics: dict[str, Any], path: Pat
         "",
     ]
     return atomic_write_text(path, "\n".join(lines))
+
+
+def _carve_text(carve: Any) -> str:
+    if not isinstance(carve, dict):
+        return ""
+    return (
+        f", {carve.get('fraction', 0):.0%} of {carve.get('from')} chosen by sha1 of names, "
+        f"names sha1 `{carve.get('names_sha1')}`"
+    )
 
 
 def _num(value: Any) -> str:

@@ -22,6 +22,11 @@ def render_train_result(result: Any, console: Console) -> None:
     best, final = metrics.get("best", {}), metrics.get("final", {})
     for key in ("val/miou", "val/pixel_acc", "val/mean_class_acc", "val/loss", "train/loss"):
         table.add_row(key, _fmt(best.get(key)), _fmt(final.get(key)))
+    test = metrics.get("test")
+    if test:
+        table.add_section()
+        for key in ("test/miou", "test/pixel_acc", "test/mean_class_acc"):
+            table.add_row(f"{key} ({test.get('split')}, held out)", _fmt(test.get(key)), "")
     console.print(table)
     console.print(f"run folder: {result.run_dir}")
     if result.best_ckpt:
@@ -31,7 +36,14 @@ def render_train_result(result: Any, console: Console) -> None:
 def render_eval_result(result: Any, console: Console) -> None:
     """Print an evaluation: the headline metrics, then the five best and worst classes."""
     scores = result.scores
-    table = Table(title=f"{result.model_path.name} on {result.split} ({result.num_images} images)")
+    from cmi_cli.training.evaluate import RESOLUTION_TEXT, split_role
+
+    role = split_role(result.split)
+    label = result.split if role == result.split else f"{result.split} ({role})"
+    table = Table(
+        title=f"{result.model_path.name} on {label}, {result.num_images} images",
+        caption=f"scored at {RESOLUTION_TEXT.get(result.resolution, result.resolution)}",
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("mIoU", _fmt(scores.miou))

@@ -163,8 +163,14 @@ def build_module(cfg: DictConfig, dm: Any, project_root: Path, load_weights: boo
             "dvc_md5": data_version(dm.root),
             "train_split": dm.cfg.train_split,
             "val_split": dm.val_split,
+            "test_split": dm.test_split,
+            # The drift reference: held-out photos the model never trained on (the test split;
+            # monitoring only, never selection), else the validation split.
+            "reference_split": dm.test_split if dm.test_set is not None else dm.val_split,
             "num_train": len(dm.train_set),
             "num_val": len(dm.val_set),
+            # Which training pairs were held back to pick checkpoints (None: a stored split).
+            "validation": carve.to_dict() if (carve := dm.validation_carve) else None,
         },
         project_root=project_root,
     )

@@ -93,7 +93,7 @@ def test_datamodule_serves_batches_and_lineage(both_layouts: tuple[Path, Path]) 
 
 
 def test_datamodule_keeps_the_last_batch_when_it_is_the_only_one(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": make_pairs(2), "test": make_pairs(1)}, names=NAMES)
+    write_folder(tmp_path, {"train": make_pairs(3), "test": make_pairs(1)}, names=NAMES)
     dm = SegmentationDataModule(small_config(tmp_path, batch_size=2))
     dm.setup()
     assert len(dm.train_dataloader()) == 1
@@ -134,14 +134,16 @@ def test_datamodule_rejects_a_class_count_mismatch(tmp_path: Path) -> None:
 
 def test_datamodule_rejects_a_batch_larger_than_the_training_set(tmp_path: Path) -> None:
     write_folder(tmp_path, {"train": make_pairs(3), "test": make_pairs(1)}, names=NAMES)
-    with pytest.raises(DataError, match=r"batch_size is 4 but .* only 3 pairs"):
+    # 3 pairs in train, 1 of them carved out for validation.
+    with pytest.raises(DataError, match=r"batch_size is 4 but .* only 2 pairs"):
         SegmentationDataModule(small_config(tmp_path, batch_size=4)).setup()
 
 
 def test_datamodule_rejects_a_missing_validation_split(tmp_path: Path) -> None:
     write_folder(tmp_path, {"train": make_pairs(3)}, names=NAMES)
-    with pytest.raises(DataError, match="no 'test' split"):
-        SegmentationDataModule(small_config(tmp_path)).setup()
+    # Validation is carved out of train by default; a named split must exist.
+    with pytest.raises(DataError, match="no 'validation' split"):
+        SegmentationDataModule(small_config(tmp_path, val_split="validation")).setup()
 
 
 def test_datamodule_feeds_a_lightning_trainer(both_layouts: tuple[Path, Path]) -> None:
@@ -224,10 +226,11 @@ def test_worker_processes_read_parquet_like_the_main_process(
     dm = SegmentationDataModule(cfg)
     dm.setup()
     assert dm.val_set is not None
-    in_workers = [images for images, _ in dm.val_dataloader()]
-    here = [dm.val_set[i][0][None] for i in range(len(dm.val_set))]
+    assert dm.test_set is not None
+    in_workers = [images for images, _ in dm.test_dataloader()]
+    here = [dm.test_set[i][0][None] for i in range(len(dm.test_set))]
     assert len(in_workers) == len(here) == 2
     assert all(torch.equal(a, b) for a, b in zip(in_workers, here, strict=True))
     L.seed_everything(0, workers=True, verbose=False)
     epochs = [[images for images, _ in dm.train_dataloader()] for _ in range(2)]
-    assert [len(e) for e in epochs] == [4, 4]
+    assert [len(e) for e in epochs] == [3, 3]  # 4 train pairs, 1 carved out for validation

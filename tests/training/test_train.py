@@ -124,10 +124,15 @@ def test_clear_errors(tiny_project: Path, setup: str, extra: list[str], expected
 
 def test_evaluate_matches_training_validation(tiny_project: Path) -> None:
     result = run_tiny(tiny_project, "run.name=ev")
-    out = runner.invoke(app, ["evaluate", str(result.best_ckpt)], env={"COLUMNS": "120"})
+    # Validation is the share carved out of train, scored at the training size.
+    out = runner.invoke(
+        app,
+        ["evaluate", str(result.best_ckpt), "--split", "val", "--resolution", "model"],
+        env={"COLUMNS": "120"},
+    )
     assert out.exit_code == 0, out.output
     assert "mIoU" in out.output
-    report = json.loads((result.run_dir / "eval-best-test.json").read_text())
+    report = json.loads((result.run_dir / "eval-best-val.json").read_text())
     best = json.loads((result.run_dir / "metrics.json").read_text())["best"]
     assert report["miou"] == pytest.approx(best["val/miou"], abs=1e-6)
     assert report["pixel_accuracy"] == pytest.approx(best["val/pixel_acc"], abs=1e-6)
