@@ -138,6 +138,7 @@ COMMAND_MODULES = (
     "benchmark",
     "serve",
     "monitor",
+    "predict",
 )
 
 

@@ -26,7 +26,10 @@ def _int_list(text: str) -> list[int]:
 
 
 def benchmark_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.ckpt) from 'cmi train'.")],
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(help="A checkpoint (.ckpt) from 'cmi train'; several with --zoo."),
+    ],
     formats: Annotated[
         str,
         typer.Option(
@@ -84,6 +87,16 @@ def benchmark_cmd(
         typer.Option("--min-miou", help="Exit 1 when any format scores below this (or fails)."),
     ] = None,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Time only; skip mIoU.")] = False,
+    zoo: Annotated[
+        bool,
+        typer.Option(
+            "--zoo",
+            help="Quality against latency of several checkpoints: one table (zoo.csv, .md) and "
+            "a scatter (zoo.png) of mIoU against fp32 and int8 ONNX latency at batch 1, with "
+            "parameters, GFLOPs and sizes. Trains nothing; uses --size, --repeats, --warmup, "
+            "--threads, --data and --out (default: benchmark-zoo).",
+        ),
+    ] = False,
 ) -> None:
     """Export or build each format, then measure all of them side by side in one run.
 
@@ -91,6 +104,24 @@ def benchmark_cmd(
     mIoU, p50/p90 latency per image, throughput, speed-up over eager PyTorch, and achieved
     GFLOP/s against this CPU's measured matmul peak. Writes benchmark.csv, .json and .md.
     """
+    if zoo:
+        from cmi_cli.export.bench_zoo import benchmark_zoo, to_markdown
+
+        result_zoo = benchmark_zoo(
+            checkpoints,
+            out or Path("benchmark-zoo"),
+            size=size,
+            repeats=repeats,
+            warmup=warmup,
+            threads=threads,
+            data_root=data,
+        )
+        out_console().print(to_markdown(result_zoo), markup=False, soft_wrap=True)
+        info(f"wrote {', '.join(str(p) for p in result_zoo.files)}")
+        return
+    if len(checkpoints) != 1:
+        raise UsageError(f"{len(checkpoints)} checkpoints given", hint="Compare several with --zoo")
+    checkpoint = checkpoints[0]
     from cmi_cli.export.bench_report import render_benchmark
     from cmi_cli.export.benchmark import BenchmarkSettings, benchmark_checkpoint
 
