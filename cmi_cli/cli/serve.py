@@ -65,6 +65,14 @@ def serve_cmd(
     log_predictions: Annotated[
         bool | None, typer.Option("--log/--no-log", help="Keep the prediction log. (default: on)")
     ] = None,
+    nutrition_table: Annotated[
+        Path | None,
+        typer.Option(help="Nutrition table CSV for ?nutrition=true. (default: the packaged one)"),
+    ] = None,
+    plate_diameter_cm: Annotated[
+        float | None,
+        typer.Option(help="Plate diameter (cm) when a request gives none. (default: 26)"),
+    ] = None,
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log each request.")
     ] = True,
@@ -92,7 +100,13 @@ def serve_cmd(
         batch_wait_ms=batch_wait_ms,
         log_dir=log_dir,
         log_predictions=log_predictions,
+        nutrition_table=nutrition_table,
+        plate_diameter_cm=plate_diameter_cm,
     )
+    if settings.nutrition_table is not None:  # every worker would fail on it: say it once
+        from cmi_cli.nutrition import load_nutrition_table
+
+        load_nutrition_table(settings.nutrition_table)
     from cmi_cli.serving.runner import run_server
 
     run_server(settings, access_log=access_log)

@@ -23,6 +23,7 @@ from cmi_cli.serving.errors import install_error_handlers
 from cmi_cli.serving.images import set_pixel_limit
 from cmi_cli.serving.limits import BodyLimitMiddleware
 from cmi_cli.serving.metrics import MetricsMiddleware, ServeMetrics
+from cmi_cli.serving.nutrition import load_table
 from cmi_cli.serving.predictor import ServedModel
 from cmi_cli.serving.routes import drift, health, model, page, segment
 from cmi_cli.serving.service import SegmentService
@@ -77,6 +78,7 @@ def create_app(settings: ServeSettings, served: ServedModel | None = None) -> Fa
     app.state.settings, app.state.metrics, app.state.service = settings, metrics, None
     app.state.drift, app.state.drift_reason = None, "drift monitoring is starting"
     app.state.api_key = settings.key
+    app.state.nutrition_table = load_table(settings)  # a bad table stops start-up
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -36,6 +36,87 @@ class ClassResult(BaseModel):
     confidence: float = Field(ge=0, le=1, description="Mean max-softmax of the class's pixels.")
 
 
+class NutrientRange(BaseModel):
+    """An estimate with its low-high range (two significant figures)."""
+
+    value: float = Field(ge=0)
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
+
+
+class ClassNutrition(BaseModel):
+    """One class's estimated portion and nutrients."""
+
+    id: int = Field(description="Class id.")
+    name: str
+    plate_share: float = Field(ge=0, description="Visible area as a share of the plate's area.")
+    area_cm2: float = Field(ge=0, description="Visible area in cm2 at the assumed plate size.")
+    grams: NutrientRange
+    kcal: NutrientRange
+    protein_g: NutrientRange
+    carbohydrate_g: NutrientRange
+    fat_g: NutrientRange
+    broad: bool = Field(
+        description="The class covers foods too different for one row (e.g. sauce, soup); "
+        "its nutrient range is widened."
+    )
+    source_food: str = Field(description="The food-composition entry used for the class.")
+
+
+class NutritionTotals(BaseModel):
+    """Sums over the classes (ranges add up their ends)."""
+
+    grams: NutrientRange
+    kcal: NutrientRange
+    protein_g: NutrientRange
+    carbohydrate_g: NutrientRange
+    fat_g: NutrientRange
+
+
+class NutritionTableInfo(BaseModel):
+    """The nutrition table used."""
+
+    path: str = Field(description="'packaged', or the CMI_NUTRITION_TABLE path.")
+    sha256: str
+    rows: int
+
+
+class PlateFill(BaseModel):
+    """The plate's diameter as a share of the photo's shorter side."""
+
+    low: float
+    nominal: float
+    high: float
+
+
+class BroadComposition(BaseModel):
+    """Factors on a broad class's nutrients per gram at the range's ends."""
+
+    low: float
+    high: float
+
+
+class NutritionAssumptions(BaseModel):
+    """What the estimate assumes; the numbers mean nothing without these."""
+
+    plate_diameter_cm: float = Field(description="The plate's diameter used for the scale.")
+    plate_diameter_source: str = Field(description="request, or config (the server's default).")
+    plate_fill: PlateFill
+    image_size: ImageSize
+    broad_composition: BroadComposition
+    method: str
+    table: NutritionTableInfo
+    significant_figures: int
+
+
+class NutritionEstimate(BaseModel):
+    """Estimated grams and nutrients per class and in total, with ranges and assumptions."""
+
+    classes: list[ClassNutrition] = Field(description="Food classes, largest mass first.")
+    total: NutritionTotals
+    assumptions: NutritionAssumptions
+
+
 class SegmentResponse(BaseModel):
     """The segmentation of one photo."""
 
@@ -48,6 +129,9 @@ class SegmentResponse(BaseModel):
     classes: list[ClassResult] = Field(description="Classes present, largest share first.")
     overlay_jpeg_base64: str | None = Field(
         None, description="The overlay as base64 JPEG, with ?overlay=true."
+    )
+    nutrition: NutritionEstimate | None = Field(
+        None, description="Estimated portions and nutrients, with ?nutrition=true."
     )
 
 

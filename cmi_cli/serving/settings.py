@@ -60,6 +60,12 @@ class ServeSettings(BaseSettings):
         0.2, ge=0, le=1, description="Drifted-feature share above which traffic drifts."
     )
     drift_min_samples: int = Field(30, ge=2, description="Fewest requests for a drift check.")
+    nutrition_table: Path | None = Field(
+        None, description="Nutrition table CSV for ?nutrition=true (default: the packaged one)."
+    )
+    plate_diameter_cm: float = Field(
+        26.0, ge=5, le=100, description="Plate diameter assumed when a request gives none."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:

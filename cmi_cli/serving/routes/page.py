@@ -16,7 +16,11 @@ CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-_MEDIA_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+_MEDIA_TYPES = {
+    "app.js": "text/javascript",
+    "nutrition.js": "text/javascript",
+    "style.css": "text/css",
+}
 
 
 def _read(name: str) -> bytes:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from cmi_cli.serving.deps import ServiceDep, SettingsDep, require_api_key
 from cmi_cli.serving.errors import ClientError
+from cmi_cli.serving.nutrition import NutritionQuery, PlateQuery, nutrition_json
 from cmi_cli.serving.schemas import BatchResponse, SegmentResponse, error_responses
 from cmi_cli.serving.service import ImageResult
 
@@ -46,6 +47,7 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def segment(
     service: ServiceDep,
     response: Response,
+    request: Request,
     file: Annotated[UploadFile, File(description="A JPEG, PNG or WebP photo.")],
     output: Annotated[OutputKind, Query(description="json, mask (PNG) or overlay (JPEG).")] = (
         OutputKind.json
@@ -53,6 +55,8 @@ async def segment(
     overlay: Annotated[
         bool, Query(description="With JSON output, add the overlay as base64 JPEG.")
     ] = False,
+    nutrition: NutritionQuery = False,
+    plate_diameter_cm: PlateQuery = None,
 ) -> Any:
     """Segment a photo: classes present with their share of pixels and confidence."""
     data = await file.read()
@@ -67,7 +71,10 @@ async def segment(
     if output is OutputKind.overlay:
         return Response(result.body, media_type="image/jpeg", headers=headers)
     response.headers.update(headers)
-    return SegmentResponse.model_validate(result.to_json(service.model.id))
+    body = result.to_json(service.model.id)
+    if nutrition:
+        body["nutrition"] = nutrition_json(request, service.model, result, plate_diameter_cm)
+    return SegmentResponse.model_validate(body)
 
 
 @router.post(
@@ -79,7 +86,10 @@ async def segment(
 async def segment_batch(
     service: ServiceDep,
     settings: SettingsDep,
+    request: Request,
     files: Annotated[list[UploadFile], File(description="JPEG, PNG or WebP photos.")],
+    nutrition: NutritionQuery = False,
+    plate_diameter_cm: PlateQuery = None,
 ) -> BatchResponse:
     """Segment several photos with one model call; each gets its result or its error."""
     if len(files) > settings.max_batch_images:
@@ -97,9 +107,12 @@ async def segment_batch(
                 {"filename": name, "status": outcome.status, "error": outcome.body()["error"]}
             )
         else:
-            items.append(
-                {"filename": name, "status": 200, "result": outcome.to_json(service.model.id)}
-            )
+            body = outcome.to_json(service.model.id)
+            if nutrition:
+                body["nutrition"] = nutrition_json(
+                    request, service.model, outcome, plate_diameter_cm
+                )
+            items.append({"filename": name, "status": 200, "result": body})
     return BatchResponse.model_validate(
         {"model_id": service.model.id, "count": len(items), "results": items}
     )

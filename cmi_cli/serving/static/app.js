@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { colors: new Map(), photoUrl: null };
+const state = { colors: new Map(), photoUrl: null, file: null };
 
 function headers() {
   const key = $("api-key").value.trim();
@@ -74,6 +74,7 @@ function showResult(body, roundTripMs) {
     return tr;
   });
   $("legend").querySelector("tbody").replaceChildren(...rows);
+  cmiNutrition.show(body);
   $("results").hidden = false;
   setStatus(`Found ${body.classes.length} classes.`);
 }
@@ -82,6 +83,7 @@ async function upload(file) {
   if (!file) return;
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
+  state.file = file;
   $("photo").src = state.photoUrl;
   setStatus(`Segmenting ${file.name}…`);
   const form = new FormData();
@@ -89,7 +91,7 @@ async function upload(file) {
   const start = performance.now();
   let response;
   try {
-    response = await fetch("/v1/segment?overlay=true", {
+    response = await fetch(`/v1/segment?overlay=true${cmiNutrition.query()}`, {
       method: "POST",
       body: form,
       headers: headers(),
@@ -109,6 +111,25 @@ async function upload(file) {
   const body = await response.json();
   if (state.colors.size === 0) await loadModel();
   showResult(body, performance.now() - start);
+}
+
+// Post the current photo again (the plate size changed); resolve to the JSON body or null.
+async function segmentAgain(url) {
+  if (!state.file) return null;
+  const form = new FormData();
+  form.append("file", state.file, state.file.name);
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", body: form, headers: headers() });
+  } catch (err) {
+    setStatus(`Network error: ${err.message}`, true);
+    return null;
+  }
+  if (!response.ok) {
+    setStatus(await errorText(response), true);
+    return null;
+  }
+  return response.json();
 }
 
 function setupDrop() {
@@ -134,5 +155,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("api-key").addEventListener("change", loadModel);
   $("form").addEventListener("submit", (event) => event.preventDefault());
   setupDrop();
+  cmiNutrition.setup(segmentAgain, setStatus);
   loadModel().catch((err) => setStatus(`Could not reach the server: ${err.message}`, true));
 });
