@@ -390,3 +390,43 @@ def test_an_output_folder_inside_the_source_is_not_read_as_photos(
         assert code == 0, output
     assert "1 already done" in output
     assert _images(tmp_path / "out") == [str(tmp_path / "a.png")]
+
+
+def _diagonal_photo(width: int, height: int) -> np.ndarray:
+    """Red below the diagonal from the top-left to the bottom-right corner, green above it."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    green = xs * height > ys * width
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    rgb[..., 0] = np.where(green, 0, 255)
+    rgb[..., 1] = np.where(green, 255, 0)
+    return rgb
+
+
+def test_masks_are_upsampled_from_logits_without_blocky_edges(
+    colour_onnx: Path, tmp_path: Path
+) -> None:
+    # 203 x 197 is no multiple of the model's 32 px: each model pixel covers about 6 x 6.
+    width, height = 203, 197
+    photo = tmp_path / "diagonal.png"
+    Image.fromarray(_diagonal_photo(width, height)).save(photo)
+    out = tmp_path / "out"
+    code, output = _run(colour_onnx, str(photo), "--out", str(out), "--save", "mask,table")
+    assert code == 0, output
+    (mask_file,) = (out / "masks").glob("*.png")
+    with Image.open(mask_file) as img:
+        mask = np.asarray(img)
+    assert mask.shape == (height, width)
+    # The colour model calls the mixed red-green pixels on the edge dark (background).
+    assert {1, 2} <= set(np.unique(mask).tolist())
+    # Where green starts in each row of the middle half (the borders clamp to the edge): the
+    # diagonal moves about one photo pixel per row; a 32 px mask enlarged with nearest
+    # neighbours would stay put for ~6 rows and then jump ~6 pixels.
+    middle = mask[height // 4 : 3 * height // 4]
+    starts = np.array([int(np.argmax(row == 2)) for row in middle])
+    assert np.abs(np.diff(starts)).max() <= 2
+    ideal = (np.arange(height // 4, 3 * height // 4) * width) // height
+    # It follows the diagonal, a few pixels right of it (the dark band of mixed pixels).
+    assert np.ptp(starts - ideal) <= 3
+    assert np.abs(starts - ideal).max() <= 8
+    rows = _table(out)
+    assert sum(int(r["pixels"]) for r in rows) == width * height
