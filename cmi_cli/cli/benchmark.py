@@ -110,7 +110,7 @@ def benchmark_cmd(
         result_zoo = benchmark_zoo(
             checkpoints,
             out or Path("benchmark-zoo"),
-            size=size,
+            size=size or 256,  # one size for every model, so their costs compare
             repeats=repeats,
             warmup=warmup,
             threads=threads,
