@@ -65,12 +65,7 @@ def benchmark_cmd(
         ),
     ] = "all",
     threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="Threads for ONNX Runtime, torch and the peak GEMMs (default: ORT's, all cores).",
-        ),
+        int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads.")
     ] = None,
     prune_ratio: Annotated[
         float, typer.Option("--prune-ratio", help="For the pruned format.")
@@ -107,10 +102,7 @@ def benchmark_cmd(
 
     Interleaved repeats after a warm-up; per format and batch size: status, size, validation
     mIoU, p50/p90 latency per image, throughput, speed-up over eager PyTorch, and achieved
-    GFLOP/s as a share of this CPU's GEMM peak of the same number format (fp32 or int8 u8s8,
-    timed in the same rounds; median and spread printed). Prints the served default (int8
-    ONNX) against the original MiniUNet in eager PyTorch at batch 1 as a ratio. Writes
-    benchmark.csv, .json and .md.
+    GFLOP/s against this CPU's measured matmul peak. Writes benchmark.csv, .json and .md.
     """
     if zoo:
         from cmi_cli.export.bench_zoo import benchmark_zoo, to_markdown
@@ -118,7 +110,7 @@ def benchmark_cmd(
         result_zoo = benchmark_zoo(
             checkpoints,
             out or Path("benchmark-zoo"),
-            size=size or 256,
+            size=size or 256,  # one size for every model, so their costs compare
             repeats=repeats,
             warmup=warmup,
             threads=threads,

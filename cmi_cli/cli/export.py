@@ -42,7 +42,15 @@ def onnx_cmd(
         typer.Option("--width", min=1, help="Input width (static). Default: the model's."),
     ] = None,
     atol: Annotated[
-        float, typer.Option("--atol", help="Largest allowed |ONNX - PyTorch| of logits.")
+        float,
+        typer.Option("--atol", help="Absolute part of the allowed |ONNX - PyTorch| of logits."),
+    ] = 1e-4,
+    rtol: Annotated[
+        float,
+        typer.Option(
+            "--rtol",
+            help="Relative part: a logit may differ by atol + rtol x the image's max |logit|.",
+        ),
     ] = 1e-4,
     data: Annotated[
         Path | None,
@@ -54,7 +62,8 @@ def onnx_cmd(
 ) -> None:
     """Export a checkpoint to ONNX, validate it against PyTorch, and record its lineage.
 
-    Checks: onnx.checker, names, shapes, logits within --atol of PyTorch on real images.
+    Checks: onnx.checker, names, shapes, logits within --atol + --rtol x max |logit| of
+    PyTorch on real images.
     Also: argmax agreement, and other batch and image sizes. No file unless all pass.
     """
     from cmi_cli.export.errors import OnnxValidationError
@@ -70,6 +79,7 @@ def onnx_cmd(
             height=height,
             width=width,
             atol=atol,
+            rtol=rtol,
             data_root=data,
             num_images=images,
             project_root=Path.cwd(),

@@ -61,6 +61,31 @@ def predict_cmd(
     backend: Annotated[
         str, typer.Option("--backend", help="onnx (an .onnx model) or torch (a .ckpt).")
     ] = "onnx",
+    nutrition: Annotated[
+        bool,
+        typer.Option(
+            "--nutrition",
+            help="Add estimated grams, kcal, protein, carbohydrate and fat (each with a "
+            "low-high range) per class to the table, and OUT/totals.csv and .parquet per photo.",
+        ),
+    ] = False,
+    plate_diameter_cm: Annotated[
+        float | None,
+        typer.Option(
+            "--plate-diameter-cm",
+            help="The plate's diameter for --nutrition, 5-100 cm. (default: 26)",
+            show_default=False,
+        ),
+    ] = None,
+    nutrition_table: Annotated[
+        Path | None,
+        typer.Option(
+            "--nutrition-table",
+            help="A nutrition table CSV in the packaged table's format for --nutrition. "
+            "(default: the packaged FoodSeg103 table)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Segment many photos: palette PNG masks, overlays, and one table of classes per photo.
 
@@ -69,6 +94,8 @@ def predict_cmd(
     share of plate, share of image, mean confidence), OUT/errors.csv (photos that could not be
     read, with the reason) and OUT/predict.json (model, settings, counts). NAME is the file's
     stem and a hash of its full path, so same-named photos in different folders never collide.
+    With --nutrition, the table gains estimated grams and nutrients per class (with ranges and
+    the assumptions) and OUT/totals.csv and .parquet give each photo's totals.
 
     Unreadable photos are skipped and listed; the exit status is 0 when at least one photo was
     predicted (or was already done), 1 when none could be.
@@ -86,6 +113,9 @@ def predict_cmd(
         threads=threads,
         resume=resume,
         backend=backend,
+        nutrition=nutrition,
+        plate_diameter_cm=plate_diameter_cm,
+        nutrition_table=nutrition_table,
     )
     result = predict(settings)
     failed = len(result.errors)

@@ -66,6 +66,7 @@ def export_onnx(
     data_root: Path | None = None,
     num_images: int = 4,
     project_root: Path | None = None,
+    rtol: float = 1e-4,
 ) -> ExportResult:
     """Export a ``cmi train`` checkpoint to ONNX, validate it, and write it atomically.
 
@@ -77,11 +78,15 @@ def export_onnx(
         height: Input height of a static export (and of the validation inputs); default the
             lineage's image size.
         width: Input width, likewise.
-        atol: Largest allowed absolute difference of logits between ONNX Runtime and PyTorch.
+        atol: Absolute part of the allowed difference of each logit between ONNX Runtime and
+            PyTorch: ``|onnx - torch| <= atol + rtol * m``, ``m`` the image's largest
+            ``|torch logit|``.
         min_agreement: Smallest allowed share of pixels with the same argmax class.
         data_root: Dataset for validation images; default the one in the lineage.
         num_images: Validation images to compare on.
         project_root: Project whose git state is recorded as the exporting code's version.
+        rtol: Relative part of the allowed difference (float32 rounding grows with the
+            logits' magnitude; a fixed atol fails large-logit networks for no fault).
 
     Returns:
         The written path, its lineage and the validation report.
@@ -98,6 +103,8 @@ def export_onnx(
 
     checkpoint = _resolve_checkpoint(Path(checkpoint))
     _check_options(opset, height, width, atol, min_agreement, num_images)
+    if not rtol >= 0:
+        raise UsageError(f"--rtol must be >= 0, got {rtol}")
     out = Path(out) if out is not None else default_onnx_path(checkpoint)
     if out.resolve() == checkpoint.resolve():
         raise UsageError(f"--out {out} would overwrite the checkpoint", hint="Pick another path")
@@ -124,6 +131,7 @@ def export_onnx(
             min_agreement=min_agreement,
             data_root=data_root,
             num_images=num_images,
+            rtol=rtol,
         )
         report.raise_if_failed()
         lineage["export"]["validation"] = report.to_dict()

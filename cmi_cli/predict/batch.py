@@ -16,6 +16,7 @@ from cmi_cli.predict.sources import PhotoReader, PhotoRef
 from cmi_cli.predict.writers import journal_record, write_photo_outputs
 
 if TYPE_CHECKING:
+    from cmi_cli.predict.nutrition import NutritionOptions
     from cmi_cli.serving.predictor import ServedModel
 
 
@@ -26,10 +27,18 @@ class BatchPredictor:
         model: The served model (its own session; not shared between workers).
         out: The output folder.
         save: Kinds to write: ``mask``, ``overlay`` (``table`` is the caller's).
+        nutrition: With ``--nutrition``: each photo's estimate goes into its journal record.
     """
 
-    def __init__(self, model: ServedModel, out: Path, save: Sequence[str]) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        out: Path,
+        save: Sequence[str],
+        nutrition: NutritionOptions | None = None,
+    ) -> None:
         self.model, self.out, self.save = model, Path(out), tuple(save)
+        self.nutrition = nutrition
         self.reader = PhotoReader()
 
     def describe(self) -> dict[str, Any]:
@@ -78,5 +87,8 @@ class BatchPredictor:
                 overlay=self.model.overlay,
                 source=f"{ref.key} | model {self.model.id}",
             )
-            out.append(journal_record(ref.key, ref.out_name, seg, self.save))
+            estimate = None
+            if self.nutrition is not None:
+                estimate = self.nutrition.estimate(seg, self.model.class_names)
+            out.append(journal_record(ref.key, ref.out_name, seg, self.save, estimate))
         return out

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cmi_cli import __version__
 from cmi_cli.console import err_console, info, is_quiet
@@ -42,6 +42,9 @@ from cmi_cli.predict.writers import (
     write_table,
 )
 from cmi_cli.utils.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from cmi_cli.predict.nutrition import NutritionOptions
 
 MANIFEST = "predict.json"
 BACKENDS = ("onnx", "torch")
@@ -67,6 +70,9 @@ class PredictSettings:
     pool: str = "thread"
     threads: int | None = None
     show_progress: bool = True
+    nutrition: bool = False
+    plate_diameter_cm: float | None = None
+    nutrition_table: Path | None = None
 
     def check(self) -> None:
         """Reject impossible settings, naming the option."""
@@ -84,6 +90,25 @@ class PredictSettings:
             raise UsageError("--batch-size and --workers must be >= 1")
         if not Path(self.model).is_file():
             raise UsageError(f"model {self.model} does not exist", hint="Check the path")
+        if not self.nutrition and (
+            self.plate_diameter_cm is not None or self.nutrition_table is not None
+        ):
+            raise UsageError(
+                "--plate-diameter-cm and --nutrition-table need --nutrition",
+                hint="Add --nutrition",
+            )
+        if self.nutrition and "table" not in self.save:
+            raise UsageError("--nutrition adds columns to the table", hint="Add table to --save")
+        # A bad table or plate size fails here, before any photo is read.
+        self.nutrition_options()
+
+    def nutrition_options(self) -> NutritionOptions | None:
+        """The validated table and plate size with ``--nutrition``, else None."""
+        if not self.nutrition:
+            return None
+        from cmi_cli.predict.nutrition import NutritionOptions
+
+        return NutritionOptions.load(self.nutrition_table, self.plate_diameter_cm)
 
     def session_threads(self) -> int:
         """Inference threads per worker: the cores shared out, unless set."""
@@ -120,7 +145,12 @@ def _load(settings: PredictSettings) -> BatchPredictor:
 
     set_pixel_limit(MAX_PIXELS)
     model = ServedModel.load(settings.model, settings.backend, settings.session_threads())
-    return BatchPredictor(model, settings.out, [k for k in settings.save if k != "table"])
+    nutrition = settings.nutrition_options()
+    if nutrition is not None:
+        # Every class the model can find needs a row: checked before any photo is read.
+        nutrition.table.check_classes(model.class_names)
+    save = [k for k in settings.save if k != "table"]
+    return BatchPredictor(model, settings.out, save, nutrition)
 
 
 def _init_process(settings: PredictSettings) -> None:
@@ -248,9 +278,19 @@ class _Progress:
             self._bar.stop()
 
 
-def _finished(record: dict[str, Any] | None, out: Path, save: Sequence[str]) -> bool:
+def _finished(
+    record: dict[str, Any] | None,
+    out: Path,
+    save: Sequence[str],
+    nutrition: NutritionOptions | None = None,
+) -> bool:
     if record is None or not set(save) - {"table"} <= set(record.get("saved", [])):
         return False
+    if nutrition is not None:
+        # An estimate with another plate size or table (or none) is redone.
+        key = nutrition.key()
+        if {k: (record.get("nutrition") or {}).get(k) for k in key} != key:
+            return False
     return all(p.is_file() for p in output_paths(out, str(record["name"]), save))
 
 
@@ -278,7 +318,10 @@ def predict(settings: PredictSettings) -> PredictResult:
         )
     out.mkdir(parents=True, exist_ok=True)
     journal = read_journal(out) if settings.resume else {}
-    todo = [p for p in found.photos if not _finished(journal.get(p.key), out, settings.save)]
+    nutrition = settings.nutrition_options()
+    todo = [
+        p for p in found.photos if not _finished(journal.get(p.key), out, settings.save, nutrition)
+    ]
     skipped = len(found.photos) - len(todo)
     errors: list[tuple[str, str]] = list(found.missing)
     start = time.perf_counter()
@@ -309,14 +352,14 @@ def predict(settings: PredictSettings) -> PredictResult:
         if "table" in settings.save:
             # The photos finished so far keep their rows; the original error is what matters.
             with contextlib.suppress(Exception):
-                write_table(out, read_journal(out).values())
+                write_table(out, read_journal(out).values(), settings.nutrition)
         raise
     progress.close()
     workers.close()
     seconds = time.perf_counter() - start
     result = PredictResult(out, len(found.photos), predicted, skipped, errors, seconds, model)
     if "table" in settings.save:
-        result.files += write_table(out, read_journal(out).values())
+        result.files += write_table(out, read_journal(out).values(), settings.nutrition)
     result.files.append(write_errors(out, errors))
     result.files.append(_write_manifest(settings, result))
     if errors and predicted + skipped == 0:
@@ -330,6 +373,7 @@ def predict(settings: PredictSettings) -> PredictResult:
 def _write_manifest(settings: PredictSettings, result: PredictResult) -> Path:
     from cmi_cli.lineage import now_iso
 
+    nutrition = settings.nutrition_options()
     manifest = {
         "tool": f"cmi-cli {__version__}",
         "finished": now_iso(),
@@ -351,5 +395,6 @@ def _write_manifest(settings: PredictSettings, result: PredictResult) -> Path:
         },
         "seconds": round(result.seconds, 3),
         "images_per_s": round(result.images_per_s, 2),
+        "nutrition": None if nutrition is None else nutrition.describe(),
     }
     return atomic_write_text(result.out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

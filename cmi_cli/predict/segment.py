@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from cmi_cli.classes import BACKGROUND_ID
-from cmi_cli.monitoring.features import fast_argmax
 
 if TYPE_CHECKING:
     from cmi_cli.serving.predictor import ServedModel
@@ -53,9 +51,11 @@ def full_resolution(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the photo-size class mask (uint8) and per-pixel confidence (float32).
 
-    The one place that maps model-resolution logits to the photo's size: the argmax the served
-    model's ``postprocess`` takes, enlarged with its ``full_mask``, and the max softmax
-    probability enlarged the same way (nearest), so each pixel's confidence belongs to its class.
+    The one place that maps model-resolution logits to the photo's size, and the same one
+    ``cmi serve`` uses (:meth:`~cmi_cli.serving.predictor.ServedModel.segment_full`): the
+    logits are upsampled bilinearly to the photo's size before the argmax, so boundaries
+    follow the photo's pixels rather than the model grid's blocks. The confidence is the max
+    softmax probability of each photo pixel's interpolated logits, so it belongs to its class.
 
     Args:
         model: The served model.
@@ -63,15 +63,7 @@ def full_resolution(
         width: The photo's width.
         height: The photo's height.
     """
-    mask = fast_argmax(logits)
-    scores = np.asarray(logits, dtype=np.float32)
-    z = np.exp(scores - scores.max(axis=0, keepdims=True)).sum(axis=0)
-    confidence = (1.0 / z).astype(np.float32)
-    full = model.full_mask(mask.astype(np.uint8), width, height)
-    if confidence.shape != (height, width):
-        img = Image.fromarray(confidence).resize((width, height), Image.Resampling.NEAREST)
-        confidence = np.asarray(img, dtype=np.float32)
-    return full, confidence
+    return model.segment_full(logits, width, height)
 
 
 def class_stats(mask: np.ndarray, confidence: np.ndarray, names: Sequence[str]) -> list[ClassStat]:

@@ -13,17 +13,27 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from cmi_cli.predict.nutrition import (
+    NUTRITION_COLUMNS,
+    TOTALS_COLUMNS,
+    nutrition_columns,
+    totals_row,
+)
 from cmi_cli.predict.segment import TABLE_COLUMNS, ClassStat, Segmented, table_rows
 from cmi_cli.utils.files import atomic_path, atomic_write_bytes
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SAVE_KINDS = ("mask", "overlay", "table")
 JOURNAL = "journal.jsonl"
 TABLE_STEM = "classes"
+TOTALS_STEM = "totals"
 ERRORS = "errors.csv"
 
 
@@ -91,9 +101,19 @@ def write_photo_outputs(
             Image.fromarray(overlay(seg.rgb, seg.mask)).save(tmp, format="JPEG", quality=90)
 
 
-def journal_record(image: str, name: str, seg: Segmented, save: Sequence[str]) -> dict[str, Any]:
-    """The journal line of a finished photo (enough to rebuild its table rows)."""
-    return {
+def journal_record(
+    image: str,
+    name: str,
+    seg: Segmented,
+    save: Sequence[str],
+    nutrition: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The journal line of a finished photo (enough to rebuild its table rows).
+
+    ``nutrition`` is the photo's estimate as :func:`cmi_cli.predict.nutrition.journal_nutrition`
+    gives it (with ``--nutrition``).
+    """
+    record: dict[str, Any] = {
         "image": image,
         "name": name,
         "width": seg.width,
@@ -101,6 +121,9 @@ def journal_record(image: str, name: str, seg: Segmented, save: Sequence[str]) -
         "saved": sorted(set(save) - {"table"}),
         "classes": [[c.id, c.name, c.pixels, c.confidence_sum] for c in seg.classes],
     }
+    if nutrition is not None:
+        record["nutrition"] = nutrition
+    return record
 
 
 def read_journal(out: Path) -> dict[str, dict[str, Any]]:
@@ -122,48 +145,106 @@ def read_journal(out: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table rows of one journal record."""
+def rows_of(record: dict[str, Any], nutrition: bool = False) -> list[dict[str, Any]]:
+    """Table rows of one journal record; with ``nutrition``, the nutrition columns too."""
     seg = Segmented(
         width=int(record["width"]),
         height=int(record["height"]),
         classes=[ClassStat(int(i), str(n), int(p), float(s)) for i, n, p, s in record["classes"]],
     )
-    return table_rows(str(record["image"]), seg)
+    rows = table_rows(str(record["image"]), seg)
+    if nutrition:
+        for row in rows:
+            row.update(nutrition_columns(record.get("nutrition"), row["class_id"]))
+    return rows
 
 
-def write_table(out: Path, records: Iterable[dict[str, Any]]) -> list[Path]:
-    """Write ``classes.csv`` and ``classes.parquet`` (one row per photo and class) atomically."""
+TABLE_TYPES = {
+    "image": "string",
+    "width": "int32",
+    "height": "int32",
+    "class_id": "int16",
+    "class_name": "string",
+    "pixels": "int64",
+    "share_of_plate": "float64",
+    "share_of_image": "float64",
+    "mean_confidence": "float64",
+    "plate_diameter_cm": "float64",
+    "plate_diameter_source": "string",
+    "nutrition_method": "string",
+    "nutrition_table_sha256": "string",
+    "broad": "bool",
+}
+"""Arrow types of the table columns; every other (nutrition) column is float64."""
+
+
+def _arrow_column(values: Sequence[Any], kind: str) -> pa.Array:
+    """One typed Arrow column from Python values (``None`` is null), without pandas.
+
+    ``pa.array`` on Python objects or numpy arrays imports pandas (pyarrow probes for pandas
+    types), which ``cmi predict`` on ONNX must not pay for; the column is built from numpy
+    buffers instead.
+    """
+    import pyarrow as pa
+
+    n = len(values)
+    valid = np.array([v is not None for v in values], dtype=bool)
+    nulls = int(n - valid.sum())
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    if kind == "string":
+        data = [b"" if v is None else str(v).encode("utf-8") for v in values]
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum([len(b) for b in data], out=offsets[1:])
+        buffers = [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+        return pa.Array.from_buffers(pa.string(), n, buffers, nulls)
+    if kind == "bool":
+        bits = np.packbits(np.array([bool(v) for v in values], dtype=bool), bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), n, [bitmap, pa.py_buffer(bits)], nulls)
+    dtype = np.dtype(kind)
+    data_array = np.array([0 if v is None else v for v in values], dtype=dtype)
+    arrow_type = pa.from_numpy_dtype(dtype)
+    return pa.Array.from_buffers(arrow_type, n, [bitmap, pa.py_buffer(data_array)], nulls)
+
+
+def _write_csv_and_parquet(
+    out: Path, stem: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [row for rec in records for row in rows_of(rec)]
-    csv_path, parquet_path = out / f"{TABLE_STEM}.csv", out / f"{TABLE_STEM}.parquet"
+    csv_path, parquet_path = out / f"{stem}.csv", out / f"{stem}.parquet"
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
     atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
-    schema = pa.schema(
-        [
-            ("image", pa.string()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
-            ("class_id", pa.int16()),
-            ("class_name", pa.string()),
-            ("pixels", pa.int64()),
-            ("share_of_plate", pa.float64()),
-            ("share_of_image", pa.float64()),
-            ("mean_confidence", pa.float64()),
-        ]
-    )
-    # Column by column: Table.from_pylist would import pandas.
-    columns = [pa.array([row[f.name] for row in rows], f.type) for f in schema]
-    table = pa.Table.from_arrays(columns, schema=schema)
+    arrays = [
+        _arrow_column([r.get(c) for r in rows], TABLE_TYPES.get(c, "float64")) for c in columns
+    ]
+    table = pa.Table.from_arrays(arrays, names=list(columns))
     with atomic_path(parquet_path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     return [csv_path, parquet_path]
+
+
+def write_table(
+    out: Path, records: Iterable[dict[str, Any]], nutrition: bool = False
+) -> list[Path]:
+    """Write ``classes.csv`` and ``classes.parquet`` (one row per photo and class) atomically.
+
+    With ``nutrition``, the class table gains the nutrition columns and ``totals.csv`` and
+    ``totals.parquet`` (one row per photo: the plate's estimated grams and nutrients) are
+    written too.
+    """
+    records = list(records)
+    rows = [row for rec in records for row in rows_of(rec, nutrition)]
+    columns = [*TABLE_COLUMNS, *NUTRITION_COLUMNS] if nutrition else list(TABLE_COLUMNS)
+    paths = _write_csv_and_parquet(out, TABLE_STEM, columns, rows)
+    if nutrition:
+        totals = [totals_row(rec) for rec in records]
+        paths += _write_csv_and_parquet(out, TOTALS_STEM, TOTALS_COLUMNS, totals)
+    return paths
 
 
 def write_errors(out: Path, errors: Sequence[tuple[str, str]]) -> Path:

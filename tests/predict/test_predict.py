@@ -299,8 +299,9 @@ import json, sys
 from typer.testing import CliRunner
 from cmi_cli.cli.app import app
 result = CliRunner().invoke(app, ["predict", *sys.argv[1:]])
+heavy = ("lightning", "dvc", "wandb", "pandas")
 print(json.dumps({"code": result.exit_code, "torch": "torch" in sys.modules,
-                  "heavy": sorted(m for m in ("lightning", "dvc", "wandb") if m in sys.modules),
+                  "heavy": sorted(m for m in heavy if m in sys.modules),
                   "output": result.output}))
 """
 
@@ -390,3 +391,158 @@ def test_an_output_folder_inside_the_source_is_not_read_as_photos(
         assert code == 0, output
     assert "1 already done" in output
     assert _images(tmp_path / "out") == [str(tmp_path / "a.png")]
+
+
+def _diagonal_photo(width: int, height: int) -> np.ndarray:
+    """Red below the diagonal from the top-left to the bottom-right corner, green above it."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    green = xs * height > ys * width
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    rgb[..., 0] = np.where(green, 0, 255)
+    rgb[..., 1] = np.where(green, 255, 0)
+    return rgb
+
+
+def test_masks_are_upsampled_from_logits_without_blocky_edges(
+    colour_onnx: Path, tmp_path: Path
+) -> None:
+    # 203 x 197 is no multiple of the model's 32 px: each model pixel covers about 6 x 6.
+    width, height = 203, 197
+    photo = tmp_path / "diagonal.png"
+    Image.fromarray(_diagonal_photo(width, height)).save(photo)
+    out = tmp_path / "out"
+    code, output = _run(colour_onnx, str(photo), "--out", str(out), "--save", "mask,table")
+    assert code == 0, output
+    (mask_file,) = (out / "masks").glob("*.png")
+    with Image.open(mask_file) as img:
+        mask = np.asarray(img)
+    assert mask.shape == (height, width)
+    # The colour model calls the mixed red-green pixels on the edge dark (background).
+    assert {1, 2} <= set(np.unique(mask).tolist())
+    # Where green starts in each row of the middle half (the borders clamp to the edge): the
+    # diagonal moves about one photo pixel per row; a 32 px mask enlarged with nearest
+    # neighbours would stay put for ~6 rows and then jump ~6 pixels.
+    middle = mask[height // 4 : 3 * height // 4]
+    starts = np.array([int(np.argmax(row == 2)) for row in middle])
+    assert np.abs(np.diff(starts)).max() <= 2
+    ideal = (np.arange(height // 4, 3 * height // 4) * width) // height
+    # It follows the diagonal, a few pixels right of it (the dark band of mixed pixels).
+    assert np.ptp(starts - ideal) <= 3
+    assert np.abs(starts - ideal).max() <= 8
+    rows = _table(out)
+    assert sum(int(r["pixels"]) for r in rows) == width * height
+
+
+NUTRITION_HEADER = (
+    "class_id,class_name,energy_kcal,protein_g,carbohydrate_g,fibre_g,fat_g,alcohol_g,"
+    "thickness_low_cm,thickness_high_cm,density_g_cm3,broad,source,source_food\n"
+)
+
+
+def _colour_table(path: Path, red_kcal: str = "165") -> Path:
+    """A nutrition table for the colour model's classes (165 = 4*10 + 4*20 + 9*5 kcal)."""
+    path.write_text(
+        NUTRITION_HEADER
+        + f"1,red,{red_kcal},10,20,0,5,0,1,2,0.8,0,test,red food\n"
+        + "2,green,25,2,4,1,0.2,0,0.5,1,0.5,1,test,green food\n"
+    )
+    return path
+
+
+def test_nutrition_columns_equal_the_nutrition_estimate(colour_onnx: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from cmi_cli.nutrition import estimate_nutrition, load_nutrition_table
+    from cmi_cli.predict.nutrition import NUTRITION_COLUMNS, TOTALS_COLUMNS
+
+    photo = _photo(tmp_path / "q.png", size=48)
+    plain = tmp_path / "plain"
+    assert _run(colour_onnx, str(photo), "--out", str(plain))[0] == 0
+    assert not set(NUTRITION_COLUMNS) & set(_table(plain)[0])
+    assert not (plain / "totals.csv").exists()
+    assert "area_cm2" not in pq.read_table(plain / "classes.parquet").column_names
+
+    table_path = _colour_table(tmp_path / "colour.csv")
+    out = tmp_path / "out"
+    args = ["--nutrition", "--nutrition-table", str(table_path), "--plate-diameter-cm", "24"]
+    code, output = _run(colour_onnx, str(photo), "--out", str(out), *args)
+    assert code == 0, output
+    rows = {int(r["class_id"]): r for r in _table(out)}
+    (mask_file,) = (out / "masks").glob("*.png")
+    with Image.open(mask_file) as img:
+        mask = np.asarray(img)
+    expected = estimate_nutrition(
+        mask,
+        CLASS_NAMES,
+        24.0,
+        load_nutrition_table(table_path),
+        confidence={i: float(r["mean_confidence"]) for i, r in rows.items()},
+    )
+    assert {c.class_id for c in expected.classes} == {1, 2}
+    for record in expected.records():
+        row = rows[record["class_id"]]
+        for col in NUTRITION_COLUMNS[:-5]:  # the amounts; broad and assumptions below
+            assert float(row[col]) == record[col], col
+        assert row["broad"] == str(record["broad"])
+        assert float(row["plate_diameter_cm"]) == 24.0
+        assert row["plate_diameter_source"] == "option"
+    assert float(rows[1]["kcal"]) > 0
+    assert all(rows[0][col] == "" for col in NUTRITION_COLUMNS)  # background: no food
+    parquet = {r["class_id"]: r for r in pq.read_table(out / "classes.parquet").to_pylist()}
+    assert parquet[2]["grams_high"] == float(rows[2]["grams_high"])
+    assert parquet[2]["broad"] is True
+    assert parquet[0]["kcal"] is None
+    with (out / "totals.csv").open(encoding="utf-8") as fh:
+        (total,) = list(csv.DictReader(fh))
+    assert list(total) == list(TOTALS_COLUMNS)
+    assert total["image"] == str(photo)
+    for key, value in expected.total_record().items():
+        assert float(total[key]) == value, key
+    assert pq.read_table(out / "totals.parquet").to_pylist()[0]["kcal"] == float(total["kcal"])
+    manifest = json.loads((out / "predict.json").read_text())
+    assert manifest["nutrition"]["plate_diameter_cm"] == 24.0
+    assert manifest["nutrition"]["table"]["path"] == str(table_path)
+    # Another plate size redoes the photo on --resume; the grams scale with the area.
+    code, output = _run(colour_onnx, str(photo), "--out", str(out), "--resume", *args[:3],
+                        "--plate-diameter-cm", "48")  # fmt: skip
+    assert "predicted 1 photos" in output
+    bigger = {int(r["class_id"]): r for r in _table(out)}
+    assert float(bigger[1]["area_cm2"]) == pytest.approx(4 * float(rows[1]["area_cm2"]), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("negative", "column energy_kcal: -165 is negative"),
+        ("missing_class", "no row for class id 2 ('green')"),
+        ("absent", "cannot read it"),
+    ],
+)
+def test_a_bad_nutrition_table_fails_before_any_photo(
+    colour_onnx: Path, tmp_path: Path, table: str, message: str
+) -> None:
+    photo = _photo(tmp_path / "q.png")
+    path = tmp_path / "bad.csv"
+    if table == "negative":
+        _colour_table(path, red_kcal="-165")
+    elif table == "missing_class":
+        path.write_text(NUTRITION_HEADER + "1,red,165,10,20,0,5,0,1,2,0.8,0,test,red food\n")
+    out = tmp_path / "out"
+    code, output = _run(colour_onnx, str(photo), "--out", str(out), "--nutrition",
+                        "--nutrition-table", str(path))  # fmt: skip
+    assert code != 0
+    assert message in output
+    assert "Traceback" not in output
+    assert len(output.strip().splitlines()) <= 2  # the error and its hint
+    assert not list(out.rglob("*.png"))
+    assert not (out / "journal.jsonl").exists() or not (out / "journal.jsonl").read_text()
+
+
+def test_nutrition_options_need_nutrition(colour_onnx: Path, tmp_path: Path) -> None:
+    photo = _photo(tmp_path / "q.png")
+    code, output = _run(colour_onnx, str(photo), "--plate-diameter-cm", "30")
+    assert code == 2
+    assert "need --nutrition" in output
+    code, output = _run(colour_onnx, str(photo), "--nutrition", "--plate-diameter-cm", "300")
+    assert code == 2
+    assert "300" in output
