@@ -125,7 +125,8 @@ def lowest(session: nox.Session) -> None:
     # The runtime floors first; then the test tools at their current releases (their own
     # floors are not what users run). uv keeps what is installed when it already satisfies.
     session.install("--resolution", "lowest-direct", "-e", ".")
-    session.install("-e", ".[dev]")
+    # pip too: uv makes venvs without it, and the packaging test builds the wheel with `pip wheel`.
+    session.install("-e", ".[dev]", "pip")
     session.run("python", "-c", _REPORT_VERSIONS)
     # The generated CLI reference is text rendered by the installed Typer/Click: it is checked
     # against the versions CI pins, not the floors.
