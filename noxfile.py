@@ -23,8 +23,8 @@ RESULTS = ROOT / "results"
 # The interpreter matrix: the whole suite on PRIMARY, the fast tests (not `slow`) on the others.
 # Every one is listed whether or not it is installed: nox skips a missing interpreter locally and,
 # with CI=true, fails on it (nox's --error-on-missing-interpreters default in CI), so a CI run can
-# never drop one silently. NOX_PYTHONS="3.11 3.12" narrows it. (3.10, also supported, is tested
-# by the GitHub workflow's matrix.)
+# never drop one silently. NOX_PYTHONS="3.11 3.12" narrows it. These are every Python that
+# pyproject.toml supports (>=3.11: onnxruntime's floor, 1.24.1, has no 3.10 wheels).
 PRIMARY = "3.11"
 PYTHONS = os.environ.get("NOX_PYTHONS", "3.11 3.12 3.13").split()
 # torch first and pinned, so the project's open `torch>=2.2` range cannot pull a multi-GB CUDA
@@ -125,7 +125,8 @@ def lowest(session: nox.Session) -> None:
     # The runtime floors first; then the test tools at their current releases (their own
     # floors are not what users run). uv keeps what is installed when it already satisfies.
     session.install("--resolution", "lowest-direct", "-e", ".")
-    session.install("-e", ".[dev]")
+    # pip too: uv makes venvs without it, and the packaging test builds the wheel with `pip wheel`.
+    session.install("-e", ".[dev]", "pip")
     session.run("python", "-c", _REPORT_VERSIONS)
     # The generated CLI reference is text rendered by the installed Typer/Click: it is checked
     # against the versions CI pins, not the floors.

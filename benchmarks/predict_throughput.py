@@ -63,7 +63,7 @@ def make_photos(folder: Path, count: int, width: int, height: int) -> None:
         img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(150, 255, 3)))
         draw = ImageDraw.Draw(img)
         for _ in range(6):
-            x, y = rng.integers(0, width), rng.integers(0, height)
+            x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
             r = int(rng.integers(20, height // 3))
             colour = tuple(int(v) for v in rng.integers(0, 255, 3))
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)

@@ -402,7 +402,7 @@ def test_ci_matrix_and_concurrency() -> None:
     assert flow["concurrency"]["cancel-in-progress"] is True
     matrix = flow["jobs"]["tests"]["strategy"]["matrix"]
     assert set(matrix["os"]) == {"ubuntu-latest", "macos-latest", "windows-latest"}
-    assert matrix["python"] == ["3.10", "3.11", "3.12", "3.13"]
+    assert matrix["python"] == ["3.11", "3.12", "3.13"]
     assert len(matrix["torch"]) == 2
     text = (REPO / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
     for needed in ("cache: pip", "--cov", "ruff format --check", "mypy", "pre-commit run"):
