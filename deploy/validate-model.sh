@@ -18,9 +18,10 @@ echo "== export with the ONNX checklist"
 cmi export onnx "$ckpt" --out "$out/model.onnx" --data "$data"
 
 echo "== accuracy on the validation split"
-cmi evaluate "$out/model.onnx" --data "$data" --json "$out/eval-new.json"
+# The gate decides, so it reads the validation split (carved from train), never test.
+cmi evaluate "$out/model.onnx" --data "$data" --split val --json "$out/eval-new.json"
 if [[ -n $current ]]; then
-  cmi evaluate "$current" --data "$data" --json "$out/eval-current.json"
+  cmi evaluate "$current" --data "$data" --split val --json "$out/eval-current.json"
   "$python" "$here/accuracy_gate.py" "$out/eval-new.json" "$out/eval-current.json" \
     --max-drop "${MAX_DROP:-0.01}" | tee "$out/accuracy-gate.txt"
 fi
@@ -36,6 +37,8 @@ for _ in $(seq 120); do
   kill -0 "$server" 2>/dev/null || { cat "$out/serve.log" >&2; exit 1; }
   sleep 0.5
 done
-"$python" -m schemathesis.cli run "http://127.0.0.1:$port/openapi.json" --checks all \
+# deploy/schemathesis.toml: which answers a schema-valid upload that is no photo may get.
+"$python" -m schemathesis.cli --config-file "$here/schemathesis.toml" \
+  run "http://127.0.0.1:$port/openapi.json" --checks all \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" --seed 20240601 --workers 1 --no-color
 echo "== $ckpt is fit to deploy ($out/model.onnx)"

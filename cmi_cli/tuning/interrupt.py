@@ -88,11 +88,17 @@ def interruptible() -> Iterator[None]:
 def interruption(exc: BaseException) -> SweepInterrupted | None:
     """Return what ``exc``, escaping a trial, means as an interruption (None: it is not one).
 
-    Training may turn the signal into its own exit (Lightning: ``sys.exit(1)`` after Ctrl-C,
-    a ``SystemExit`` after SIGTERM); the signal we saw decides the exit code.
+    Training may turn the signal into its own exit (``TrainingInterrupted`` from cmi's graceful
+    stop; Lightning: ``sys.exit(1)`` after Ctrl-C, a ``SystemExit`` after SIGTERM); the signal
+    we saw decides the exit code.
     """
     if isinstance(exc, SweepInterrupted):
         return exc
+    from cmi_cli.training.interrupt import TrainingInterrupted
+
+    if isinstance(exc, TrainingInterrupted):
+        # Training caught the signal itself (it saved a resumable checkpoint first).
+        return SweepInterrupted(exc.exit_code - 128)
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         if _received:
             return SweepInterrupted(_received[-1])

@@ -1,7 +1,7 @@
 """Property-based API testing: schemathesis against the live OpenAPI schema of `cmi serve`.
 
 Fixed seed and bounded examples, so CI runs the same cases every time. Every check runs
-(``--checks all``), with and without an API key; tests/serving/schemathesis.toml says which
+(``--checks all``), with and without an API key; deploy/schemathesis.toml says which
 answers the positive/negative-data checks accept for uploads, and why.
 """
 
@@ -20,7 +20,7 @@ pytest.importorskip("schemathesis")
 pytestmark = pytest.mark.slow
 
 CHECKS = "all"
-CONFIG = Path(__file__).with_name("schemathesis.toml")
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "schemathesis.toml"
 
 
 def run_schemathesis(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
