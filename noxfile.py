@@ -94,7 +94,8 @@ class _Server:
 def _install_project(session: nox.Session, extras: str = "dev") -> None:
     index = ["--extra-index-url", TORCH_INDEX_URL] if TORCH_INDEX_URL else []
     session.install(*TORCH_SPEC, *index)
-    session.install("-e", f".[{extras}]")
+    # pip too: uv makes environments without it, and the packaging tests run `python -m pip`.
+    session.install("-e", f".[{extras}]", "pip")
 
 
 # --- sessions --------------------------------------------------------------------------------
