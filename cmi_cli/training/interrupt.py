@@ -6,6 +6,11 @@ callback's ``on_exception``. Released versions exit with status 0 and save nothi
 Ctrl-C (SIGINT) lands as a ``KeyboardInterrupt`` wherever Python happens to be. Here:
 
 * SIGINT takes the same route as SIGTERM (a second Ctrl-C still stops at once);
+* a stop that arrives while an epoch is being validated waits for the validation to end.
+  Lightning's loops would stop mid-validation, and a checkpoint saved there looks, on resume,
+  like one saved after validation: the epoch would never be validated (no scores, no row in
+  ``logs/metrics.csv``). So Lightning's SIGTERM handler is set aside for the validation and
+  the stop is passed on when it ends;
 * ``on_exception`` saves ``last.ckpt`` at the stop (resumable with ``--resume``; the mid-epoch
   position is Lightning's to restore) and a ``metrics.json`` marked ``interrupted``; Lightning
   itself flushes the loggers (``logs/metrics.csv``);
@@ -55,6 +60,8 @@ class GracefulStop(L.Callback):
         self.signum: int | None = None
         self.saved: Path | None = None
         self._training = False
+        self._validating = False
+        self._held_handler: Any = None
 
     @contextmanager
     def installed(self) -> Iterator[GracefulStop]:
@@ -80,6 +87,8 @@ class GracefulStop(L.Callback):
             raise KeyboardInterrupt  # a second Ctrl-C means now
 
     def _request_stop(self, trainer: L.Trainer) -> None:
+        if self._validating:
+            return
         if self.signum is not None and not trainer.received_sigterm:
             # Lightning's loops stop gracefully on this flag; a SIGINT, or a SIGTERM that came
             # before fit installed Lightning's handler, sets it here.
@@ -94,8 +103,27 @@ class GracefulStop(L.Callback):
         """Pass a pending stop to Lightning."""
         self._request_stop(trainer)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        """Pass a pending stop to Lightning."""
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Hold any stop until this validation ends (training's validations only)."""
+        if not self._training or trainer.sanity_checking:
+            return
+        self._validating = True
+        if trainer.received_sigterm:
+            # Requested at the epoch's last training batch: passed on after the validation.
+            self.signum = self.signum or signal.SIGTERM
+            trainer._signal_connector.received_sigterm = False
+        if threading.current_thread() is threading.main_thread():
+            self._held_handler = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Restore Lightning's SIGTERM handler and pass on a stop that came meanwhile."""
+        if not self._validating:
+            return
+        self._validating = False
+        if self._held_handler is not None:
+            signal.signal(signal.SIGTERM, self._held_handler)
+            self._held_handler = None
         self._request_stop(trainer)
 
     def on_exception(

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 TINY = ["debug=tiny", "data.limit=null", "data.image_size=32", "data.batch_size=2"]
 ARGS = [*TINY, "early_stopping.patience=0", "logger=csv", "trainer.max_epochs=3"]
@@ -85,3 +87,83 @@ def test_signal_saves_a_resumable_run_and_resume_has_no_gap(
     assert history_epochs(run_dir) == [0, 1, 2]
     assert metrics_csv_epochs(run_dir) == [0, 1, 2]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 3
+
+
+class SignalAt(Callback):
+    """Send the process a signal from inside one Lightning hook, at one epoch and batch."""
+
+    def __init__(self, hook: str, epoch: int, batch: int, signum: int) -> None:
+        self.hook, self.epoch, self.batch, self.signum = hook, epoch, batch, signum
+        self.sent = False
+
+    def _maybe_send(self, hook: str, trainer: Any, batch_idx: int = 0) -> None:
+        if (
+            hook == self.hook
+            and not self.sent
+            and not trainer.sanity_checking
+            and trainer.current_epoch == self.epoch
+            and (self.batch < 0 or batch_idx == self.batch)
+        ):
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_end(self, trainer: Any, *args: Any, batch_idx: int = 0, **kw: Any) -> None:
+        self._maybe_send("on_train_batch_end", trainer, args[-1] if args else batch_idx)
+
+    def on_validation_batch_end(self, trainer: Any, *args: Any, **kw: Any) -> None:
+        self._maybe_send("on_validation_batch_end", trainer, args[3] if len(args) > 3 else 0)
+
+    def on_validation_end(self, trainer: Any, *args: Any) -> None:
+        self._maybe_send("on_validation_end", trainer)
+
+    def on_train_epoch_end(self, trainer: Any, *args: Any) -> None:
+        self._maybe_send("on_train_epoch_end", trainer)
+
+
+def last_train_batch(project: Path) -> int:
+    from cmi_cli.config import compose_train_config
+    from cmi_cli.training.train import build_data
+
+    cfg = compose_train_config(ARGS, project_root=project)
+    dm = build_data(cfg, project)
+    dm.setup("fit")
+    return len(dm.train_dataloader()) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("hook", "batch"),
+    [
+        ("on_train_batch_end", 0),
+        ("on_train_batch_end", -1),  # the epoch's last training batch, before validation
+        ("on_validation_batch_end", 0),  # mid-validation
+        ("on_validation_end", -1),
+        ("on_train_epoch_end", -1),
+    ],
+)
+def test_a_stop_anywhere_in_an_epoch_resumes_with_every_epoch_validated_once(
+    tiny_project: Path, hook: str, batch: int, signum: int
+) -> None:
+    from cmi_cli.config import compose_train_config
+    from cmi_cli.training.interrupt import TrainingInterrupted
+    from cmi_cli.training.resume import resume_cli_config
+    from cmi_cli.training.train import train
+
+    if hook == "on_train_batch_end" and batch < 0:
+        batch = last_train_batch(tiny_project)
+    trigger = SignalAt(hook, 1, batch, signum)
+    cfg = compose_train_config([*ARGS, "run.name=sig"], project_root=tiny_project)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, project_root=tiny_project, show_progress=False, extra_callbacks=[trigger])
+    assert trigger.sent
+    run_dir = tiny_project / "runs" / "sig"
+    done = history_epochs(run_dir)
+    assert metrics_csv_epochs(run_dir) == done
+
+    cfg = resume_cli_config(["run.name=sig"], None, tiny_project)
+    train(cfg, project_root=tiny_project, resume=True, show_progress=False)
+    assert history_epochs(run_dir) == [0, 1, 2]
+    assert metrics_csv_epochs(run_dir) == [0, 1, 2]
+    with (run_dir / "history.csv").open(newline="") as f:
+        assert all(row["val/miou"] for row in csv.DictReader(f))
