@@ -206,14 +206,21 @@ def pruned_lineage(
     from cmi_cli.export.metadata import sha256_file
     from cmi_cli.lineage import make_lineage
     from cmi_cli.models.complexity import count_parameters
-    from cmi_cli.models.registry import model_spec
+    from cmi_cli.models.registry import model_spec, zoo_record
 
     metrics: dict[str, Any] = {"val/miou": after.miou}
+    parent_model = dict(parent_lineage.get("model", {}))
     record = make_lineage(
         kind="checkpoint",
         class_names=list(parent_lineage["class_names"]),
         preprocessing=dict(parent_lineage["preprocessing"]),
-        model={**model_spec(model), "parameters": count_parameters(model)},
+        model={
+            **model_spec(model),
+            **zoo_record(model),
+            # Pruning keeps the surviving channels of the weights the parent started from.
+            "weights": parent_model.get("weights"),
+            "parameters": count_parameters(model),
+        },
         config=dict(parent_lineage.get("config", {})),
         data=dict(parent_lineage.get("data", {})),
         metrics=metrics,

@@ -84,6 +84,16 @@ def test_prune_halves_channels_and_records_its_parent(
     assert lineage["metrics"]["val/miou"] == pytest.approx(pruned.after.miou)
 
 
+def test_pruned_lineage_keeps_what_the_parent_was_made_from(pruned: PruneResult) -> None:
+    _, parent = load_model(pruned.parent)
+    _, lineage = load_model(pruned.path)
+    for key in ("architecture", "encoder", "input_divisor", "weights"):
+        assert key in lineage["model"], key
+        assert lineage["model"][key] == parent["model"][key], key
+    assert lineage["data"] == parent["data"]
+    assert lineage["config"] == parent["config"]
+
+
 def test_pruned_checkpoint_evaluates_and_exports(
     pruned: PruneResult, in_project: Path, tmp_path: Path
 ) -> None:
