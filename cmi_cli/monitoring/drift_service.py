@@ -114,7 +114,7 @@ class DriftMonitor:
             from cmi_cli.monitoring.prediction_log import read_gcs_predictions
 
             # The served gs:// log (Cloud Run): its newest records, uploaded in batches.
-            records = read_gcs_predictions(self.log_dir)[-(window or self.window) :]
+            records = read_gcs_predictions(self.log_dir, window=window or self.window)
         else:
             records = read_predictions(self.log_dir, window=window or self.window)
         current = table_from_log(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -85,8 +86,21 @@ def gcs_client() -> Any:
     return storage.Client()
 
 
-def read_gcs_predictions(url: str, client: Any = None) -> list[dict[str, Any]]:
-    """Read every record of a ``gs://bucket/prefix`` prediction log, oldest first.
+def read_gcs_predictions(
+    url: str, client: Any = None, window: int | None = None
+) -> list[dict[str, Any]]:
+    """Read a ``gs://bucket/prefix`` prediction log, oldest first.
+
+    With ``window``, only the newest ``window`` records are returned, and only the objects
+    that can hold them are downloaded: each object's metadata gives its newest record's time
+    (``last_ts``), so objects are fetched newest first until the records already in hand that
+    are newer than every object left number ``window``. Several servers uploading side by side
+    interleave in time; this still returns exactly the newest records.
+
+    Args:
+        url: The log's ``gs://bucket/prefix``.
+        client: A ``google.cloud.storage.Client``; made with :func:`gcs_client` when None.
+        window: How many of the newest records to return (all when None).
 
     Raises:
         ValueError: If a line is not a JSON object (its object and line are named).
@@ -94,15 +108,39 @@ def read_gcs_predictions(url: str, client: Any = None) -> list[dict[str, Any]]:
     bucket, _, prefix = url.removeprefix("gs://").partition("/")
     client = client or gcs_client()
     prefix = prefix.strip("/")
+    blobs = [
+        b
+        for b in client.list_blobs(bucket, prefix=f"{prefix}/" if prefix else None)
+        if b.name.endswith(".jsonl")
+    ]
+    # Objects without the metadata (written by hand, or by an older cmi) are read first.
+    blobs.sort(key=_newest_ts, reverse=True)
     records: list[dict[str, Any]] = []
-    for blob in client.list_blobs(bucket, prefix=f"{prefix}/" if prefix else None):
-        if not blob.name.endswith(".jsonl"):
+    for i, blob in enumerate(blobs):
+        records.extend(_blob_records(bucket, blob))
+        if window is not None and i + 1 < len(blobs):
+            older = _newest_ts(blobs[i + 1])
+            if sum(float(r.get("ts", 0)) > older for r in records) >= window:
+                break
+    records.sort(key=lambda r: float(r.get("ts", 0)))
+    return records if window is None else records[-window:] if window > 0 else []
+
+
+def _newest_ts(blob: Any) -> float:
+    """The time of an object's newest record, from its metadata (inf when unknown)."""
+    try:
+        return float((blob.metadata or {})["last_ts"])
+    except (KeyError, TypeError, ValueError):
+        return math.inf
+
+
+def _blob_records(bucket: str, blob: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(blob.download_as_text().splitlines(), start=1):
+        if not line.strip():
             continue
-        for n, line in enumerate(blob.download_as_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line) if line.lstrip().startswith("{") else None
-            if not isinstance(record, dict):
-                raise ValueError(f"gs://{bucket}/{blob.name} line {n} is not a JSON record")
-            records.append(record)
-    return sorted(records, key=lambda r: float(r.get("ts", 0)))
+        record = json.loads(line) if line.lstrip().startswith("{") else None
+        if not isinstance(record, dict):
+            raise ValueError(f"gs://{bucket}/{blob.name} line {n} is not a JSON record")
+        out.append(record)
+    return out

@@ -113,7 +113,9 @@ def load_current(
     """
     shares = reference.table.share_classes
     if spec.startswith("gs://"):
-        return table_from_log(_filter(_read_gcs(spec), window, since), shares, source=spec)
+        # Without --since only the newest `window` records are needed: fewer downloads.
+        records = _read_gcs(spec, window if since is None else None)
+        return table_from_log(_filter(records, window, since), shares, source=spec)
     path = Path(spec)
     if path.is_dir() and (path / "predictions.sqlite").is_file():
         return table_from_log(_read_log(path, window, since), shares, source=str(path))
@@ -174,11 +176,11 @@ def _read_log(path: Path, window: int | None, since: dt.datetime | None) -> list
     return records
 
 
-def _read_gcs(url: str) -> list[dict[str, Any]]:
+def _read_gcs(url: str, window: int | None = None) -> list[dict[str, Any]]:
     from cmi_cli.monitoring.prediction_log import read_gcs_predictions
 
     try:
-        records = read_gcs_predictions(url)
+        records = read_gcs_predictions(url, window=window or None)
     except ValueError as exc:
         hint = "Use prediction logs written by 'cmi serve'"
         raise DataError(str(exc), hint=hint, exit_code=2) from None

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -171,7 +172,7 @@ class SqliteSink:
 
 
 class GcsJsonlSink:
-    """Records buffered and uploaded as ``PREFIX/predictions-<time>-<pid>-<n>.jsonl`` objects.
+    """Records buffered and uploaded as ``PREFIX/predictions-<time>-<pid>-<n>-<rand>.jsonl``.
 
     Args:
         url: ``gs://bucket/prefix``.
@@ -220,11 +221,15 @@ class GcsJsonlSink:
 
     def _upload(self, records: list[dict[str, Any]]) -> None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"predictions-{stamp}-{os.getpid()}-{self._count:05d}.jsonl"
+        # Every Cloud Run instance may be pid 1: the random part keeps their names apart.
+        token = secrets.token_hex(3)
+        name = f"predictions-{stamp}-{os.getpid()}-{self._count:05d}-{token}.jsonl"
         path = f"{self._prefix}/{name}" if self._prefix else name
         data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         blob = self._bucket.blob(path)
-        blob.metadata = {"records": str(len(records)), "last_ts": str(records[-1].get("ts", ""))}
+        newest = max((float(r.get("ts") or 0) for r in records), default=0.0)
+        # Readers of a window fetch only the objects that can hold it, by this newest time.
+        blob.metadata = {"records": str(len(records)), "last_ts": repr(newest)}
         blob.upload_from_string(data, content_type="application/x-ndjson")
         self._count, self._opened = self._count + 1, time.monotonic()
         try:

@@ -60,6 +60,41 @@ def test_retention_comes_from_cmi_environment(monkeypatch: pytest.MonkeyPatch) -
         Retention.from_env()
 
 
+def test_gcs_window_downloads_only_the_newest_files_and_matches_a_full_read(
+    gcs: GcsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.cloud.storage import Blob
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+    url = f"gs://{gcs.bucket}/window"
+    now = time.time()
+    # Two servers uploading side by side: their files' time ranges interleave.
+    a = GcsJsonlSink(url, rotate_records=4, retention=Retention(0, 0))
+    b = GcsJsonlSink(url, rotate_records=4, retention=Retention(0, 0))
+    for k in range(6):
+        a.write([record(now + 10 * k + i, 100 * k + i) for i in range(0, 8, 2)])
+        b.write([record(now + 10 * k + i, 100 * k + i) for i in range(1, 8, 2)])
+    a.close()
+    b.close()
+    everything = read_gcs_predictions(url)
+    assert len(everything) == 48
+
+    downloads: list[str] = []
+    real = Blob.download_as_text
+
+    def counted(self: Blob, *args: object, **kwargs: object) -> str:
+        downloads.append(self.name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "download_as_text", counted)
+    for window in (1, 5, 8, 9, 48, 100):
+        downloads.clear()
+        got = read_gcs_predictions(url, window=window)
+        assert got == everything[-window:], window
+        if window <= 8:
+            assert len(downloads) <= 3, (window, downloads)  # 12 files in all
+
+
 def test_gcs_log_deletes_whole_files_past_the_bounds(
     gcs: GcsEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
