@@ -168,6 +168,49 @@ def test_gs_remote_is_configured_not_pushed(tmp_path, capsys):
     assert git(root, "status", "--porcelain") == ""
 
 
+@pytest.mark.skipif(importlib.util.find_spec("dvc_gs") is None, reason="needs dvc-gs")
+def test_gs_remote_without_credentials_never_waits_on_a_metadata_server(tmp_path):
+    """No credentials, not on Google Cloud: anonymous access at once, no GCE metadata retries.
+
+    gcsfs, left to itself, asks the GCE metadata server for a token with exponential backoff
+    (about a minute where there is none). A local stand-in records what is asked of it.
+    """
+    import http.server
+    import os
+    import sys
+    import threading
+
+    asked: list[str] = []
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(404)  # and no Metadata-Flavor: not a GCE machine
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "STORAGE_EMU"))}
+    env.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
+    env.update(GCE_METADATA_HOST=host, GCE_METADATA_IP=host, GCE_METADATA_ROOT=host)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cmi_cli", "init", str(tmp_path / "proj"), "--images", "6",
+             "--size", "48", "--remote", "gs://my-bucket/foodseg"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert "no Google Cloud credentials" in done.stderr
+    assert "cmi data push" in done.stderr
+    assert not [p for p in asked if "service-accounts" in p], asked
+
+
 def test_folder_remote_given_as_a_path(tmp_path):
     store = tmp_path / "shared store"
     result = init_project(tmp_path / "proj", remote=str(store), **TINY)

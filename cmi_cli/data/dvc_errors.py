@@ -80,8 +80,24 @@ def resolve_remote(repo: Any, remote: str | None) -> RemoteInfo:
     if urlparse(url).scheme == "gs":
         from cmi_cli.data.gcs_access import prepare_gcs_access
 
-        prepare_gcs_access(url, remotes[name])
+        if prepare_gcs_access(url, remotes[name]):
+            _override_config(repo, {"remote": {name: {"allow_anonymous_login": True}}})
     return RemoteInfo(name, url, local_path_of(url))
+
+
+def _override_config(repo: Any, override: dict[str, Any]) -> None:
+    """Apply ``override`` to this process's view of the repository's config.
+
+    ``.dvc/config`` stays as the user wrote it. The override is what ``Repo(config=...)``
+    would have been given: DVC reloads its config when it takes the repository's lock, and
+    only that argument survives the reload, so it is extended and the loaded copy dropped.
+    """
+    from dvc.config import merge
+
+    current = dict(getattr(repo, "_config", None) or {})
+    merge(current, override)
+    repo._config = current
+    repo.__dict__.pop("config", None)
 
 
 def _causes(exc: BaseException, records: list[logging.LogRecord]) -> Iterator[BaseException]:

@@ -9,7 +9,10 @@ call that cannot succeed. So before DVC opens a gs:// remote:
 - with ``STORAGE_EMULATOR_HOST`` set, or the remote's ``allow_anonymous_login``, the lookup is
   turned off (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``, unless set already) and nothing is
   said;
-- without credentials it is turned off too, and one line says how to provide them;
+- without credentials it is turned off too, one line says how to provide them, and the remote
+  is opened anonymously for this process. gcsfs would otherwise ask the GCE metadata server
+  for a token, retrying with backoff for about a minute on a machine that has none, before
+  falling back to anonymous access anyway;
 - with credentials nothing changes and nothing is said.
 """
 
@@ -28,32 +31,37 @@ CREDENTIALS_HINT = (
     "service-account key file (or the remote's credentialpath); for an emulator set "
     "STORAGE_EMULATOR_HOST"
 )
-_prepared: set[str] = set()
+_prepared: dict[str, bool] = {}
 
 
-def prepare_gcs_access(url: str, remote_config: Mapping[str, Any]) -> None:
-    """Get the process ready for DVC to open the gs:// remote at ``url`` (once per process).
+def prepare_gcs_access(url: str, remote_config: Mapping[str, Any]) -> bool:
+    """Get the process ready for DVC to open the gs:// remote at ``url``.
+
+    The check and its message happen once per process and URL.
 
     Args:
         url: The remote's URL, for the message.
         remote_config: The remote's section of ``.dvc/config``.
+
+    Returns:
+        Whether the remote is to be opened anonymously (no credentials were found): the
+        caller sets ``allow_anonymous_login`` on its in-memory copy of the remote's config.
     """
     if url in _prepared:
-        return
-    _prepared.add(url)
+        return _prepared[url]
     quiet = bool(os.environ.get("STORAGE_EMULATOR_HOST")) or _truthy(
         remote_config.get("allow_anonymous_login")
     )
-    if quiet or not _has_credentials(remote_config):
+    anonymous = not quiet and not _has_credentials(remote_config)
+    _prepared[url] = anonymous
+    if quiet or anonymous:
         os.environ.setdefault(HNS_SWITCH, "false")
         # gcsfs already imported (in-process callers) read the switch too early: drop the
         # repeats of a warning whose cause is known.
         logging.getLogger("gcsfs").addFilter(_drop_bucket_type_warnings)
-        if not quiet:
-            warn(
-                f"no Google Cloud credentials for {url}: trying anonymous access; "
-                + CREDENTIALS_HINT
-            )
+    if anonymous:
+        warn(f"no Google Cloud credentials for {url}: trying anonymous access; " + CREDENTIALS_HINT)
+    return anonymous
 
 
 def _truthy(value: Any) -> bool:
