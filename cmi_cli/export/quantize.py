@@ -14,6 +14,7 @@ option for comparison, not a default for CNNs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -157,19 +158,23 @@ def run_quantizer(
 
     from cmi_cli.export.calibration import ImageCalibrationReader
 
-    work = Path(tempfile.mkdtemp(prefix=".cmi-quant-", dir=out.parent))
+    work = Path(tempfile.mkdtemp(prefix=".cmi-quant-", dir=out.parent)).resolve()
     try:
         pre = work / "pre.onnx"
-        try:
-            quant_pre_process(str(fp32), str(pre))
-        except Exception as exc:  # ORT raises a bare Exception for this
-            if "symbolic shape inference" not in str(exc).lower():
-                raise
-            # Some zoo graphs (timm's hard-swish, SegFormer's reshapes with dynamic sizes)
-            # defeat ORT's symbolic shape inference; ONNX's own shape inference still
-            # optimises and annotates the graph enough for static quantization.
-            log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        source = str(Path(fp32).resolve())
+        # When ORT's symbolic shape inference gives up it saves the graph, with external data,
+        # into the working directory; inside the scratch folder that goes away with it.
+        with contextlib.chdir(work):
+            try:
+                quant_pre_process(source, str(pre))
+            except Exception as exc:  # ORT raises a bare Exception for this
+                if "symbolic shape inference" not in str(exc).lower():
+                    raise
+                # Some zoo graphs (timm's hard-swish, SegFormer's reshapes with dynamic sizes)
+                # defeat ORT's symbolic shape inference; ONNX's own shape inference still
+                # optimises and annotates the graph enough for static quantization.
+                log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
+                quant_pre_process(source, str(pre), skip_symbolic_shape=True)
         if settings.mode == "dynamic":
             quantize_dynamic(
                 str(pre),
