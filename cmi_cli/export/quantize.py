@@ -19,6 +19,7 @@ import functools
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,18 +189,45 @@ def run_quantizer(
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
         }
-        quantize_static(
-            str(pre),
-            str(out),
-            ImageCalibrationReader(calibration or []),
-            quant_format=QuantFormat.QDQ,
-            activation_type=_qtype(settings.activation_type),
-            weight_type=_qtype(settings.weight_type),
-            per_channel=settings.per_channel,
-            calibrate_method=methods[settings.calib_method],
-        )
+        with _per_tensor_fallbacks_summarised():
+            quantize_static(
+                str(pre),
+                str(out),
+                ImageCalibrationReader(calibration or []),
+                quant_format=QuantFormat.QDQ,
+                activation_type=_qtype(settings.activation_type),
+                weight_type=_qtype(settings.weight_type),
+                per_channel=settings.per_channel,
+                calibrate_method=methods[settings.calib_method],
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _per_tensor_fallbacks_summarised() -> Iterator[None]:
+    """Replace ORT's warning per rank-1 weight by one info line.
+
+    With ``per_channel``, ORT's QDQ quantizer warns on the root logger for every weight that
+    has no channel axis (norm-layer scales, decoder constants: dozens in a ConvNeXt or
+    SegFormer) and quantizes it per tensor, which is right for such weights.
+    """
+    fallbacks: list[str] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.name == "root" and "is out-of-range for weight" in record.getMessage():
+            fallbacks.append(record.getMessage())
+            return False
+        return True
+
+    root = logging.getLogger()
+    root.addFilter(hold)
+    try:
+        yield
+    finally:
+        root.removeFilter(hold)
+    if fallbacks:
+        log.info("%d weights without a channel axis were quantized per tensor", len(fallbacks))
 
 
 def compare_on_split(

@@ -198,6 +198,8 @@ def run_drift(
     Raises:
         DataError: If a table is too small or no column can be compared (exit status 2).
     """
+    import numpy as np
+
     if not 0 <= threshold <= 1:
         raise DataError(f"drift threshold {threshold} is not a share in [0, 1]", exit_code=2)
     check_sizes(reference, current, min_samples)
@@ -212,7 +214,12 @@ def run_drift(
             hint="Both must be cmi feature tables with varying values",
             exit_code=2,
         )
-    snapshot = _evidently_report(reference, current, kept, threshold, per_column_method)
+    # Two numpy warnings are understood and expected: a feature constant in one table has zero
+    # variance (its correlation is NaN, and Evidently leaves it out), and a value the reference
+    # never had has an expected count of 0 (chi-square is inf: the feature rightly drifts).
+    # errstate is per thread, so no other thread's warnings are hidden.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snapshot = _evidently_report(reference, current, kept, threshold, per_column_method)
     features = parse_snapshot(snapshot.dict())
     features.sort(key=lambda f: (not f.drifted, f.feature))
     share = sum(f.drifted for f in features) / len(features)

@@ -102,8 +102,6 @@ class DriftMonitor:
         Raises:
             DataError: If the log has fewer than ``min_samples`` records or is malformed.
         """
-        import numpy as np
-
         from cmi_cli.monitoring.drift import run_drift
         from cmi_cli.monitoring.prediction_log import read_predictions
         from cmi_cli.monitoring.reference import table_from_log
@@ -120,12 +118,7 @@ class DriftMonitor:
         current = table_from_log(
             records, self.reference.share_classes, source=f"last {len(records)} requests"
         )
-        # Two numpy warnings are understood and expected on served traffic: a feature that is
-        # constant in a window has zero variance (its correlation is NaN, and Evidently leaves
-        # it out), and a class absent from the reference has an expected count of 0 (the
-        # chi-square statistic is inf, so the feature rightly counts as drifted). errstate is
-        # per thread, so nothing else's warnings are hidden.
-        with self._lock, np.errstate(divide="ignore", invalid="ignore"):
+        with self._lock:
             return run_drift(self.reference, current, self.threshold, self.min_samples)
 
     async def report(self, window: int | None = None, fresh_s: float | None = None) -> DriftResult:
