@@ -19,10 +19,12 @@ def _flag_type(self: TyperOption, ctx: Any) -> str | None:
     return None if self.is_flag else _typer_display_type(self, ctx)
 
 
-# Typer's rich help labels every option with its type, flags included (``--json <bool>``);
-# its one hook for that label is this method, so flags get none.
-_typer_display_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+# Typer's rich help labels every option with its type, flags included (``--json <bool>``),
+# since 0.29; its one hook for that label is this method, so flags get none. Older releases
+# (down to the 0.28 floor) have no such method and label no flag.
+if hasattr(TyperOption, "display_type_rich"):
+    _typer_display_type = TyperOption.display_type_rich
+    TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 class CmiGroup(TyperGroup):
