@@ -80,8 +80,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def _is_creation_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is another process having just created the tables or version row.
+
+    PostgreSQL reports it as a unique violation or an existing relation, SQLite as a
+    failed UNIQUE constraint (on ``alembic_version``) or an existing table.
+    """
     text = str(exc)
-    return any(s in text for s in ("UniqueViolation", "already exists", "duplicate key"))
+    races = ("UniqueViolation", "already exists", "duplicate key", "UNIQUE constraint failed")
+    return any(s in text for s in races)
 
 
 def _missing_module(exc: BaseException | None) -> str | None:
