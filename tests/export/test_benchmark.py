@@ -41,7 +41,8 @@ def test_reports_hold_every_format_and_batch(bench: Path) -> None:
     ]
     by = {(r["format"], r["batch"]): r for r in rows}
     assert by["torch", "1"]["speedup"] == "1.0"
-    assert by["torch", "1"]["layout"] == "channels_last"
+    # The eager layout is whichever a short probe timed faster (timing: either can win).
+    assert by["torch", "1"]["layout"] in ("channels_last", "NCHW")
     assert by["torch", "1"]["allocator"]
     assert by["onnx", "1"]["status"] == "validated"
     assert by["onnx-int8", "1"]["status"] == "validated"
