@@ -118,12 +118,15 @@ def read_gcs_predictions(
     records: list[dict[str, Any]] = []
     for i, blob in enumerate(blobs):
         records.extend(_blob_records(bucket, blob))
-        if window is not None and i + 1 < len(blobs):
+        # Counting is only worth it once enough records are in hand.
+        if window is not None and len(records) >= window and i + 1 < len(blobs):
             older = _newest_ts(blobs[i + 1])
             if sum(float(r.get("ts", 0)) > older for r in records) >= window:
                 break
     records.sort(key=lambda r: float(r.get("ts", 0)))
-    return records if window is None else records[-window:] if window > 0 else []
+    if window is None:
+        return records
+    return records[-window:] if window > 0 else []
 
 
 def _newest_ts(blob: Any) -> float:
